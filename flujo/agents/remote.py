@@ -1,0 +1,45 @@
+"""Building a remote agent (``openai`` or ``http``) from its manifest.
+
+The registry calls :func:`build_remote_agent` for every remote agent it
+loads.  All agents of a process share one :class:`ClientPool` (connections),
+one :class:`BreakerRegistry` (one breaker per agent name) and one
+:class:`RateLimiterRegistry` (one limiter per agent name); passing ``None``
+for a registry leaves that protection out.  A misconfigured agent fails here,
+at build time, with ``AgentError(config)``, not at its first call.
+"""
+
+from __future__ import annotations
+
+from flujo.agents.base import Agent
+from flujo.agents.http import HttpAgent
+from flujo.agents.openai import OpenAIAgent
+from flujo.agents.pool import ClientPool
+from flujo.agents.transport import RemoteAgent
+from flujo.domain.errors import CONFIG, AgentError
+from flujo.resilience.breaker import BreakerRegistry
+from flujo.resilience.ratelimit import RateLimiterRegistry
+from flujo.resilience.wrapper import ResilientAgent
+from flujo.spec.agent import AgentSpec
+
+__all__ = ["REMOTE_KINDS", "build_remote_agent"]
+
+REMOTE_KINDS: dict[str, type[RemoteAgent]] = {"openai": OpenAIAgent, "http": HttpAgent}
+
+
+def build_remote_agent(
+    name: str,
+    spec: AgentSpec,
+    pool: ClientPool,
+    breakers: BreakerRegistry | None = None,
+    limiters: RateLimiterRegistry | None = None,
+) -> Agent:
+    """The agent for ``spec``, behind its breaker and rate limiter when configured."""
+    kind = REMOTE_KINDS.get(spec.type)
+    if kind is None:
+        raise AgentError(CONFIG, f"agent {name!r}: type {spec.type!r} is not a remote agent kind")
+    agent = kind(name, spec, pool)
+    breaker = breakers.get(name) if breakers is not None else None
+    limiter = limiters.get(name, spec.rate_limit) if limiters is not None else None
+    if breaker is None and limiter is None:
+        return agent
+    return ResilientAgent(agent, breaker, limiter)

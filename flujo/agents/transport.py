@@ -1,0 +1,371 @@
+"""What the remote agent kinds share: one JSON POST, and what its failures mean.
+
+The ``openai`` and ``http`` kinds differ only in the request they build and
+how they read the answer.  Everything else lives here, once: building
+headers from credentials, the pooled POST under the agent's timeout, the
+mapping of every failure onto the error taxonomy of
+:mod:`flujo.domain.errors`, output-schema validation and pricing.
+
+Each ``run`` makes exactly **one** attempt.  Retries with backoff belong to
+the engine's retry policy, which reads the error class and the
+``retry_after`` hint carried by the :class:`AgentError`.
+
+The taxonomy, decided once for both kinds:
+
+=====================================  ==============  ===========================
+what happened                          error class     ``retry_after``
+=====================================  ==============  ===========================
+transport or overall timeout           ``timeout``
+connect/read/write error, dropped      ``transient``
+connection, bad gzip
+HTTP 408                               ``timeout``     Retry-After if sent
+HTTP 429                               ``rate_limited`` Retry-After (s or date)
+HTTP 5xx                               ``transient``   Retry-After if sent
+HTTP 401, 403                          ``auth``
+other HTTP 4xx                         ``permanent``
+2xx with a body that is not JSON       ``transient``
+2xx JSON of the wrong shape            ``permanent``
+answer violating ``outputSchema``      ``schema``      (usage attached)
+bad URL, un-encodable input, missing   ``config`` /
+credential                             ``permanent`` /
+                                       ``auth``
+=====================================  ==============  ===========================
+
+A 2xx body that is not JSON is classed *transient*: in practice it is a
+response cut short by a dropped connection or an intermediary's HTML error
+page, both of which a retry can fix; a well-formed JSON answer of the wrong
+shape is a protocol mismatch that retrying cannot fix.
+
+Messages are one line — what failed, which agent and endpoint, what to check —
+and never contain a credential: values the server echoes back are redacted
+and URLs are shown without user info or query string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+
+import httpx
+from jsonschema import exceptions as schema_exceptions
+from jsonschema import validators
+
+from flujo.agents.base import AgentContext, AgentOutput, BaseAgent
+from flujo.agents.credentials import redact, resolve_credential
+from flujo.agents.pool import ClientPool, origin_of
+from flujo.domain.errors import (
+    AUTH,
+    CONFIG,
+    INTERNAL,
+    PERMANENT,
+    RATE_LIMITED,
+    SCHEMA,
+    TIMEOUT,
+    TRANSIENT,
+    AgentError,
+)
+from flujo.domain.usage import Usage
+from flujo.spec.agent import AgentSpec, PricingSpec
+
+__all__ = [
+    "JsonEndpoint",
+    "OutputSchema",
+    "RemoteAgent",
+    "error_for_status",
+    "one_line",
+    "parse_retry_after",
+    "priced_usage",
+]
+
+USER_AGENT: Final = "flujo"
+_EXCERPT_CHARS: Final = 200
+_WHITESPACE = re.compile(r"\s+")
+
+
+def one_line(text: str, limit: int = _EXCERPT_CHARS) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
+    flat = _WHITESPACE.sub(" ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds to wait according to ``Retry-After`` (or ``retry-after-ms``).
+
+    ``Retry-After`` is either delta-seconds or an HTTP date (RFC 9110 §10.2.3);
+    ``retry-after-ms`` is the millisecond variant some LLM providers send and,
+    being more precise, wins.  Unparseable or absent values give ``None``;
+    dates in the past give ``0``.
+    """
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def priced_usage(
+    input_tokens: int,
+    output_tokens: int,
+    pricing: PricingSpec | None,
+    cost_usd: float | None = None,
+) -> Usage:
+    """Usage of one call; ``cost_usd`` if the server reported it, else priced per 1k."""
+    if cost_usd is None:
+        cost_usd = 0.0
+        if pricing is not None:
+            cost_usd = (
+                input_tokens * pricing.input_per_1k + output_tokens * pricing.output_per_1k
+            ) / 1000.0
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd)
+
+
+def display_url(url: str) -> str:
+    """The URL without user info or query string, safe to put in a message."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
+
+
+_STATUS_HINTS: Final = {
+    401: "check the agent's credential (API key or secret headers)",
+    403: "check that the credential is allowed to use this endpoint and model",
+    404: "check the endpoint URL (and the model name)",
+    408: "the endpoint timed out the request; it is retried by the step's retry policy",
+    429: "the endpoint is rate limiting; lower the agent's rateLimit or raise the quota",
+}
+
+
+def error_for_status(
+    response: httpx.Response, *, who: str, url: str, secrets: list[str]
+) -> AgentError:
+    """The classified error for a non-2xx response."""
+    status = response.status_code
+    retry_after: float | None = None
+    if status == 401 or status == 403:
+        error_class = AUTH
+    elif status == 408:
+        error_class, retry_after = TIMEOUT, parse_retry_after(response.headers)
+    elif status == 429:
+        error_class, retry_after = RATE_LIMITED, parse_retry_after(response.headers)
+    elif status >= 500:
+        error_class, retry_after = TRANSIENT, parse_retry_after(response.headers)
+    else:
+        error_class = PERMANENT
+    if status >= 500:
+        hint = "the endpoint failed; it is retried by the step's retry policy"
+    else:
+        hint = _STATUS_HINTS.get(
+            status, "the endpoint rejected the request; check the agent's parameters and input"
+        )
+    detail = redact(_server_message(response), secrets)
+    wait = f" (retry after {retry_after:g}s)" if retry_after is not None else ""
+    message = f"{who}: HTTP {status} from {display_url(url)}{wait}"
+    if detail:
+        message += f": {detail}"
+    return AgentError(error_class, f"{message}; {hint}", retry_after=retry_after)
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The human part of an error body: OpenAI's ``error.message`` or a text excerpt."""
+    try:
+        body = response.json()
+    except ValueError:
+        return one_line(response.text)
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return one_line(error["message"])
+        for key in ("error", "message", "detail"):
+            if isinstance(body.get(key), str):
+                return one_line(body[key])
+    return one_line(json.dumps(body))
+
+
+class JsonEndpoint:
+    """POSTs JSON to one URL for one agent and classifies every failure.
+
+    Credentials are resolved on every call (so rotations apply at once) and
+    only live in the request's headers.
+    """
+
+    def __init__(self, name: str, kind: str, url: str, spec: AgentSpec, pool: ClientPool) -> None:
+        self.who = f"{kind} agent {name!r}"
+        self.name = name
+        self.url = url
+        self.spec = spec
+        self.pool = pool
+        try:
+            origin_of(url)
+        except ValueError as exc:
+            raise AgentError(
+                CONFIG, f"{self.who}: endpoint {url!r} is not an absolute http(s) URL"
+            ) from exc
+
+    def _headers(self, extra: Mapping[str, str]) -> tuple[httpx.Headers, list[str]]:
+        """Request headers, and the secret values in them (to redact from messages)."""
+        headers = httpx.Headers({"content-type": "application/json", "accept": "application/json"})
+        headers["user-agent"] = USER_AGENT
+        headers.update(self.spec.headers)
+        headers.update(extra)
+        secrets: list[str] = []
+        if self.spec.api_key is not None:
+            key = resolve_credential(self.spec.api_key, agent=self.name, purpose="API key")
+            headers["authorization"] = f"Bearer {key}"
+            secrets.append(key)
+        for header in self.spec.secret_headers:
+            value = resolve_credential(
+                header.value_from, agent=self.name, purpose=f"value of header {header.name}"
+            )
+            headers[header.name] = header.prefix + value
+            secrets.append(value)
+        return headers, secrets
+
+    async def post(
+        self, payload: Any, timeout: float, extra_headers: Mapping[str, str] | None = None
+    ) -> Any:
+        """The decoded JSON answer of one POST, or a classified :class:`AgentError`."""
+        try:
+            content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise AgentError(
+                PERMANENT, f"{self.who}: the step input is not JSON-serialisable ({exc})"
+            ) from exc
+        headers, secrets = self._headers(extra_headers or {})
+        try:
+            client = self.pool.client_for(self.url)
+        except RuntimeError as exc:  # a closed pool, or one bound to another event loop
+            raise AgentError(INTERNAL, f"{self.who}: {exc}") from exc
+        where = display_url(self.url)
+        try:
+            async with asyncio.timeout(timeout):
+                response = await client.post(
+                    self.url,
+                    content=content,
+                    headers=headers,
+                    timeout=self.pool.limits.timeout(timeout),
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise AgentError(
+                TIMEOUT,
+                f"{self.who}: no answer from {where} within {timeout:g}s "
+                f"({type(exc).__name__}); check the endpoint's health or raise timeoutSeconds",
+            ) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise AgentError(
+                CONFIG, f"{self.who}: endpoint {where} has an unsupported scheme"
+            ) from exc
+        except httpx.RequestError as exc:
+            reason = redact(one_line(str(exc)) or type(exc).__name__, secrets)
+            raise AgentError(
+                TRANSIENT,
+                f"{self.who}: request to {where} failed: {reason}; "
+                "check that the endpoint is reachable",
+            ) from exc
+        if not response.is_success:
+            raise error_for_status(response, who=self.who, url=self.url, secrets=secrets)
+        try:
+            return response.json()
+        except ValueError as exc:
+            excerpt = redact(one_line(response.text, 80), secrets)
+            raise AgentError(
+                TRANSIENT,
+                f"{self.who}: HTTP {response.status_code} from {where} is not valid JSON "
+                f"(starts {excerpt!r}); a truncated answer or a proxy's error page",
+            ) from exc
+
+
+class OutputSchema:
+    """A compiled ``outputSchema``: checked when the agent is built, applied per answer."""
+
+    def __init__(self, schema: dict[str, Any], who: str) -> None:
+        self.who = who
+        cls = validators.validator_for(schema)
+        try:
+            cls.check_schema(schema)
+        except schema_exceptions.SchemaError as exc:
+            raise AgentError(
+                CONFIG, f"{who}: outputSchema is not a valid JSON Schema: {one_line(exc.message)}"
+            ) from exc
+        self._validator = cls(schema)
+
+    def check(self, value: Any, usage: Usage) -> None:
+        """Raise ``AgentError(schema)`` (carrying ``usage``) if ``value`` violates the schema."""
+        error = schema_exceptions.best_match(self._validator.iter_errors(value))
+        if error is None:
+            return
+        raise AgentError(
+            SCHEMA,
+            f"{self.who}: output does not match outputSchema at {error.json_path}: "
+            f"{one_line(error.message)}; make the prompt ask for this shape or relax the schema",
+            usage=usage,
+        )
+
+
+class RemoteAgent(BaseAgent):
+    """An agent behind an HTTP endpoint: build a request, POST it once, read the answer.
+
+    Subclasses implement :meth:`request` and :meth:`interpret`.  Agents share
+    the pool and never close it: the pool's owner does.
+    """
+
+    kind: str = "remote"
+
+    def __init__(self, name: str, spec: AgentSpec, pool: ClientPool) -> None:
+        self.name = name
+        self.spec = spec
+        self.who = f"{self.kind} agent {name!r}"
+        self.endpoint = JsonEndpoint(name, self.kind, self.url_for(spec), spec, pool)
+        self.output_schema = (
+            OutputSchema(spec.output_schema, self.who) if spec.output_schema else None
+        )
+
+    def url_for(self, spec: AgentSpec) -> str:
+        """The URL this agent POSTs to."""
+        if not spec.endpoint:
+            raise AgentError(CONFIG, f"{self.who}: no endpoint configured")
+        return spec.endpoint
+
+    def request(self, data: Any, context: AgentContext) -> tuple[Any, dict[str, str]]:
+        """The JSON payload and extra headers of one call."""
+        raise NotImplementedError
+
+    def interpret(self, body: Any) -> AgentOutput:
+        """The output and usage read from the decoded answer."""
+        raise NotImplementedError
+
+    async def run(self, data: Any, context: AgentContext) -> AgentOutput:
+        payload, headers = self.request(data, context)
+        timeout = self.spec.timeout_seconds
+        if context.timeout_seconds is not None:
+            timeout = min(timeout, context.timeout_seconds)
+        body = await self.endpoint.post(payload, timeout, headers)
+        return self.interpret(body)
+
+    def checked(self, output: Any, usage: Usage) -> AgentOutput:
+        """``output`` validated against the output schema, if any."""
+        if self.output_schema is not None:
+            self.output_schema.check(output, usage)
+        return AgentOutput(output=output, usage=usage)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, endpoint={display_url(self.endpoint.url)!r})"

@@ -1,0 +1,219 @@
+"""``flujo run`` / ``flujo validate``: thin commands over the library.
+
+Exit codes: 0 success, 1 the pipeline ran and failed, 2 bad input or usage.
+Every error is one line on stderr (``error: …``); ``--debug`` adds the
+traceback of unexpected exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from flujo.agents.registry import AgentRegistry
+from flujo.engine import Event, RunState, StepFailed, StepSucceeded
+from flujo.runtime import Flujo, RunResult
+from flujo.spec.limits import UsageLimits
+from flujo.spec.loader import Documents, load_files
+from flujo.spec.pipeline import PipelineManifest
+from flujo.spec.validation import check_agents, check_pipeline
+
+__all__ = ["app", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_INPUT_BYTES = 1 << 20
+
+app = typer.Typer(
+    name="flujo",
+    help="Run AI-agent pipelines embedded, validate them, and more.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class UsageProblem(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _fail(lines: list[str], code: int = EXIT_USAGE) -> NoReturn:
+    for line in lines:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(file: Path, agents: list[Path] | None, pipeline: str | None) -> tuple[
+    Documents, PipelineManifest, AgentRegistry
+]:
+    docs = load_files([file, *(agents or [])])
+    if docs.problems:
+        _fail([str(p) for p in docs.problems])
+    candidates = docs.pipelines
+    if pipeline is not None:
+        candidates = [p for p in candidates if p.metadata.name == pipeline]
+    if not candidates:
+        names = ", ".join(p.metadata.name for p in docs.pipelines) or "none"
+        what = f"no Pipeline named {pipeline!r}" if pipeline else "no Pipeline document"
+        _fail([f"{file}: {what} (pipelines found: {names})"])
+    if len(candidates) > 1:
+        names = ", ".join(p.metadata.name for p in candidates)
+        _fail([f"{file}: several pipelines ({names}); choose one with --pipeline NAME"])
+    manifest = candidates[0]
+    registry = AgentRegistry()
+    for agent in docs.agents:
+        source, _ = docs.locators.get(id(agent), (str(file), None))
+        registry.register_manifest(agent, source=source)
+    findings = check_pipeline(manifest.spec) + check_agents(manifest.spec, registry.names())
+    if findings:
+        _fail([str(docs.locate(manifest, f.loc, f.message)) for f in findings])
+    return docs, manifest, registry
+
+
+def _read_input(text: str | None, json_text: str | None, file: Path | None) -> Any:
+    given = [x is not None for x in (text, json_text, file)]
+    if sum(given) > 1:
+        raise UsageProblem("give only one of --input, --input-json, --input-file")
+    if json_text is not None:
+        try:
+            return json.loads(json_text)
+        except json.JSONDecodeError as exc:
+            raise UsageProblem(f"--input-json is not JSON: {exc.msg} at {exc.pos}") from None
+    if file is not None:
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise UsageProblem(f"--input-file {file}: {exc.strerror or exc}") from None
+        if len(raw) > MAX_INPUT_BYTES:
+            raise UsageProblem(f"--input-file {file}: larger than {MAX_INPUT_BYTES} bytes")
+        try:
+            content = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageProblem(f"--input-file {file}: not UTF-8 (byte {exc.start})") from None
+        if file.suffix == ".json":
+            try:
+                return json.loads(content)
+            except json.JSONDecodeError as exc:
+                raise UsageProblem(f"--input-file {file}: invalid JSON: {exc.msg}") from None
+        return content
+    if text is not None and len(text.encode("utf-8", "surrogatepass")) > MAX_INPUT_BYTES:
+        raise UsageProblem(f"--input: larger than {MAX_INPUT_BYTES} bytes")
+    return text
+
+
+def _progress(console: Any) -> Any:
+    def hook(event: Event, state: RunState) -> None:
+        if isinstance(event, StepSucceeded):
+            console.print(f"[green]✓[/] {event.path}", highlight=False)
+        elif isinstance(event, StepFailed):
+            console.print(
+                f"[red]✗[/] {event.path} ({event.error_class}): {event.message}", highlight=False
+            )
+
+    return hook
+
+
+def _print_output(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        data = result.to_dict()
+        data.pop("events", None)
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    elif result.success:
+        out = result.output
+        typer.echo(out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, indent=2))
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Pipeline YAML (may also hold Agents).")],
+    input: Annotated[str | None, typer.Option("--input", "-i", help="Input text.")] = None,
+    input_json: Annotated[str | None, typer.Option(help="Input as a JSON value.")] = None,
+    input_file: Annotated[
+        Path | None, typer.Option(help="Read the input from a file (.json is parsed).")
+    ] = None,
+    agents: Annotated[
+        list[Path] | None, typer.Option("--agents", "-a", help="More files with Agents.")
+    ] = None,
+    pipeline: Annotated[str | None, typer.Option(help="Pipeline name, if several.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON result with per-step outcomes and usage.")
+    ] = False,
+    max_cost: Annotated[float | None, typer.Option(help="Cost limit in USD.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Token limit.")] = None,
+    max_launches: Annotated[int | None, typer.Option(help="Limit on step launches.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Run deadline in seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for retry jitter.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks of unexpected errors.")] = False,
+) -> None:
+    """Run a pipeline in this process and print its output."""
+    try:
+        _, manifest, registry = _load(file, agents, pipeline)
+        data = _read_input(input, input_json, input_file)
+        try:
+            limits = UsageLimits(
+                max_cost_usd=max_cost,
+                max_tokens=max_tokens,
+                max_launches=max_launches,
+                max_seconds=timeout,
+            )
+        except ValueError as exc:
+            raise UsageProblem(str(exc).splitlines()[-1].strip()) from None
+        hook = None
+        if not quiet and not as_json and sys.stderr.isatty():
+            from rich.console import Console
+
+            hook = _progress(Console(stderr=True))
+        runner = Flujo(manifest, agent_registry=registry, usage_limits=limits, seed=seed,
+                       on_event=hook, source=str(file))
+        result = runner.run(data)
+    except UsageProblem as exc:
+        _fail([str(exc)])
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _fail(["interrupted"], EXIT_FAILED)
+    except Exception as exc:
+        if debug:
+            raise
+        _fail([f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)"],
+              EXIT_FAILED)
+    _print_output(result, as_json)
+    if not result.success:
+        typer.echo(f"error: run {result.status}: {result.outcome.message}", err=True)
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="Pipeline YAML (may also hold Agents).")],
+    agents: Annotated[
+        list[Path] | None, typer.Option("--agents", "-a", help="More files with Agents.")
+    ] = None,
+    pipeline: Annotated[str | None, typer.Option(help="Pipeline name, if several.")] = None,
+) -> None:
+    """Check a pipeline file: schema, names, templates, agent references."""
+    _, manifest, registry = _load(file, agents, pipeline)
+    steps = sum(1 for _ in _iter_steps(manifest))
+    typer.echo(f"ok: {file}: pipeline {manifest.metadata.name!r}, {steps} steps")
+
+
+def _iter_steps(manifest: PipelineManifest) -> Any:
+    from flujo.spec.validation import walk_steps
+
+    return walk_steps(manifest.spec.steps)
+
+
+@app.command()
+def version() -> None:
+    """Print Flujo's version."""
+    from flujo import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

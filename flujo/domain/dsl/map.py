@@ -1,0 +1,51 @@
+"""``MapStep``: fan a body out over the items of a list, then gather the results."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from flujo.domain.dsl.pipeline import Body, as_steps
+from flujo.domain.dsl.step import AgentSink, BaseStep
+from flujo.spec.pipeline import MapSpec, StepSpec
+
+__all__ = ["MapStep"]
+
+
+class MapStep(BaseStep):
+    """Run ``body`` once per item of ``items`` (a Jinja expression giving a list).
+
+    Inside the body, ``item`` and ``index`` name the current element; the
+    step's output is the list of per-item outputs, in item order.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        items: str,
+        body: Body,
+        *,
+        max_concurrency: int | None = None,
+        on_item_failure: Literal["failFast", "wait", "ignore"] = "failFast",
+        max_items: int = 1000,
+        description: str | None = None,
+    ) -> None:
+        self.name = name
+        self.items = items
+        self.body = as_steps(body)
+        self.max_concurrency = max_concurrency
+        self.on_item_failure = on_item_failure
+        self.max_items = max_items
+        self.description = description
+
+    def to_spec(self, sink: AgentSink) -> StepSpec:
+        return StepSpec(
+            name=self.name,
+            description=self.description,
+            map=MapSpec(
+                items=self.items,
+                max_concurrency=self.max_concurrency,
+                on_item_failure=self.on_item_failure,
+                max_items=self.max_items,
+                steps=[s.to_spec(sink) for s in self.body],
+            ),
+        )

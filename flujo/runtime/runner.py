@@ -1,0 +1,350 @@
+"""The embedded executor: drives the run state machine with asyncio.
+
+``LaunchStep`` becomes an agent call — inline for instant synchronous agents
+(built-in transforms, plain functions), an asyncio task otherwise;
+``CancelStep`` becomes ``Task.cancel()``; results come back as events.  The
+executor decides nothing about orchestration: every decision is
+:func:`flujo.engine.advance`'s, which is what keeps embedded runs and
+operator runs identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flujo.agents.base import Agent, AgentContext, AgentOutput
+from flujo.agents.registry import AgentRegistry, UnknownAgentError
+from flujo.domain import errors
+from flujo.domain.dsl.pipeline import Pipeline
+from flujo.domain.dsl.step import AgentSink
+from flujo.domain.errors import AgentError
+from flujo.domain.usage import Usage
+from flujo.engine import (
+    CancelStep,
+    Command,
+    DeadlineReached,
+    Event,
+    FinishRun,
+    LaunchStep,
+    Outcome,
+    RunCancelled,
+    RunStarted,
+    RunState,
+    StepFailed,
+    StepState,
+    StepSucceeded,
+    advance,
+    new_run,
+)
+from flujo.spec.limits import UsageLimits
+from flujo.spec.loader import Problem, SpecError
+from flujo.spec.pipeline import PipelineManifest, PipelineSpec
+from flujo.spec.validation import check_agents, check_pipeline
+
+__all__ = ["Flujo", "PipelineValidationError", "RunResult"]
+
+EventHook = Callable[[Event, RunState], None]
+
+
+class PipelineValidationError(SpecError):
+    """The pipeline cannot run: every problem is listed."""
+
+
+@dataclass(repr=False)
+class RunResult:
+    """What a finished run returns: output, outcome, per-step states, usage, events."""
+
+    outcome: Outcome
+    state: RunState
+    events: list[Event] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio reprs task results, and a full dump of a
+        # thousand-step state would cost more than running the steps.
+        return (
+            f"RunResult(status={self.status!r}, steps={len(self.state.steps)}, "
+            f"usage={self.usage!r})"
+        )
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status
+
+    @property
+    def success(self) -> bool:
+        return self.outcome.status == "succeeded"
+
+    @property
+    def output(self) -> Any:
+        return self.outcome.output
+
+    @property
+    def usage(self) -> Usage:
+        return self.state.usage
+
+    @property
+    def steps(self) -> dict[str, StepState]:
+        return self.state.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form printed by ``flujo run --json``."""
+        return {
+            "status": self.outcome.status,
+            "output": self.outcome.output,
+            "reason": self.outcome.reason,
+            "errorClass": self.outcome.error_class,
+            "message": self.outcome.message,
+            "failedPath": self.outcome.path,
+            "usage": self.state.usage.model_dump(by_alias=True),
+            "launches": self.state.launches,
+            "steps": {
+                path: {
+                    "kind": s.kind,
+                    "phase": s.phase,
+                    **({"agent": s.agent, "attempts": s.attempt} if s.kind == "agent" else {}),
+                    **({"iterations": s.iteration} if s.kind == "loop" else {}),
+                    **({"branch": s.branch} if s.branch else {}),
+                    "output": s.output,
+                    **({"errorClass": s.error_class, "message": s.message} if s.error_class else {}),
+                    "usage": s.usage.model_dump(by_alias=True),
+                }
+                for path, s in self.state.steps.items()
+            },
+            "events": [e.model_dump(mode="json") for e in self.events],
+        }
+
+
+def _to_spec(pipeline: Pipeline | PipelineSpec | PipelineManifest, sink: AgentSink) -> PipelineSpec:
+    if isinstance(pipeline, PipelineManifest):
+        return pipeline.spec
+    if isinstance(pipeline, PipelineSpec):
+        return pipeline
+    return pipeline.to_spec(sink)
+
+
+class Flujo:
+    """Run a pipeline in this process.
+
+    ``Flujo(pipeline).run(input)`` validates the pipeline (every problem at
+    once), resolves every agent name through the registry, then executes.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline | PipelineSpec | PipelineManifest,
+        *,
+        agent_registry: AgentRegistry | None = None,
+        usage_limits: UsageLimits | dict[str, Any] | None = None,
+        seed: int = 0,
+        on_event: EventHook | None = None,
+        source: str = "<pipeline>",
+    ) -> None:
+        sink = AgentSink()
+        self.spec = _to_spec(pipeline, sink)
+        self.registry = agent_registry if agent_registry is not None else AgentRegistry()
+        for name, obj in sink.objects.items():
+            if name not in self.registry:
+                self.registry.register(name, obj, provenance="code", source=source)
+        self.usage_limits = (
+            UsageLimits.model_validate(usage_limits)
+            if isinstance(usage_limits, dict)
+            else usage_limits
+        )
+        self.seed = seed
+        self.on_event = on_event
+        findings = check_pipeline(self.spec) + check_agents(self.spec, self.registry.names())
+        if findings:
+            from flujo.spec.loader import format_loc
+
+            raise PipelineValidationError(
+                [Problem(source, f.message, None, format_loc(f.loc)) for f in findings]
+            )
+
+    def run(self, input: Any = None) -> RunResult:
+        """Run to completion from synchronous code."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run_async(input))
+        raise RuntimeError("Flujo.run() called inside an event loop; use await run_async()")
+
+    async def run_async(self, input: Any = None) -> RunResult:
+        execution = _Execution(self, new_run(self.spec, self.usage_limits))
+        try:
+            return await execution.run(input)
+        finally:
+            await self.registry.aclose()
+
+
+class _Execution:
+    """One run: the event loop between the machine and the agents."""
+
+    def __init__(self, flujo: Flujo, state: RunState) -> None:
+        self.flujo = flujo
+        self.registry = flujo.registry
+        self.state = state
+        self.events: list[Event] = []
+        self.ready: deque[Event] = deque()
+        self.results: asyncio.Queue[Event] = asyncio.Queue()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.agents: dict[str, Agent | AgentError] = {}
+        self.outcome: Outcome | None = None
+
+    async def run(self, input: Any) -> RunResult:
+        deadline = self._deadline()
+        timer = (
+            asyncio.get_running_loop().call_later(deadline, self.results.put_nowait,
+                                                  DeadlineReached())
+            if deadline
+            else None
+        )
+        try:
+            self._apply(RunStarted(input=input, seed=self.flujo.seed))
+            while self.outcome is None:
+                if self.ready:
+                    self._apply(self.ready.popleft())
+                else:
+                    self._apply(await self.results.get())
+        except asyncio.CancelledError:
+            if self.outcome is None:
+                self._apply(RunCancelled(reason="the run was cancelled by its caller"))
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            await self._drain()
+        return RunResult(outcome=self.outcome, state=self.state, events=self.events)
+
+    def _deadline(self) -> float | None:
+        seconds = [
+            s for s in (self.state.limits.max_seconds, self.state.pipeline.timeout_seconds) if s
+        ]
+        return min(seconds) if seconds else None
+
+    async def _drain(self) -> None:
+        """No task outlives its run."""
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _apply(self, event: Event) -> None:
+        self.events.append(event)
+        self.state, commands = advance(self.state, event)
+        if self.flujo.on_event is not None:
+            self.flujo.on_event(event, self.state)
+        for command in commands:
+            self._execute(command)
+
+    def _execute(self, command: Command) -> None:
+        if isinstance(command, LaunchStep):
+            self._launch(command)
+        elif isinstance(command, CancelStep):
+            task = self.tasks.pop(command.path, None)
+            if task is not None:
+                task.cancel()
+        elif isinstance(command, FinishRun):
+            self.outcome = command.outcome
+
+    def _agent(self, name: str) -> Agent | AgentError:
+        agent = self.agents.get(name)
+        if agent is None:
+            try:
+                agent = self.registry.get(name)
+            except UnknownAgentError as exc:
+                agent = AgentError(errors.CONFIG, str(exc))
+            except AgentError as exc:
+                agent = exc
+            self.agents[name] = agent
+        return agent
+
+    def _launch(self, cmd: LaunchStep) -> None:
+        agent = self._agent(cmd.agent)
+        if isinstance(agent, AgentError):
+            self.ready.append(_failed(cmd, agent))
+            return
+        if agent.supports_sync and not cmd.delay_seconds and cmd.timeout_seconds is None:
+            context = _context(cmd)
+            try:
+                out = agent.run_sync(cmd.input, context)
+            except AgentError as exc:
+                self.ready.append(_failed(cmd, exc))
+            except Exception as exc:
+                self.ready.append(_crashed(cmd, exc))
+            else:
+                self.ready.append(_succeeded(cmd, out))
+            return
+        self.tasks[cmd.path] = asyncio.create_task(self._call(agent, cmd), name=cmd.path)
+
+    async def _call(self, agent: Agent, cmd: LaunchStep) -> None:
+        event: Event
+        try:
+            if cmd.delay_seconds:
+                await asyncio.sleep(cmd.delay_seconds)
+            call = agent.run(cmd.input, _context(cmd))
+            if cmd.timeout_seconds is not None:
+                out = await asyncio.wait_for(call, cmd.timeout_seconds)
+            else:
+                out = await call
+            event = _succeeded(cmd, out)
+        except AgentError as exc:
+            event = _failed(cmd, exc)
+        except TimeoutError:
+            event = StepFailed(
+                path=cmd.path,
+                attempt=cmd.attempt,
+                error_class=errors.TIMEOUT,
+                message=f"agent {cmd.agent!r} gave no answer within {cmd.timeout_seconds:g}s",
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            event = _crashed(cmd, exc)
+        if self.tasks.get(cmd.path) is asyncio.current_task():
+            del self.tasks[cmd.path]
+        self.results.put_nowait(event)
+
+
+def _context(cmd: LaunchStep) -> AgentContext:
+    return AgentContext(
+        step_path=cmd.path,
+        step_name=cmd.step,
+        attempt=cmd.attempt,
+        agent_name=cmd.agent,
+        timeout_seconds=cmd.timeout_seconds,
+        call_index=cmd.call_index,
+    )
+
+
+def _succeeded(cmd: LaunchStep, out: AgentOutput) -> StepSucceeded:
+    return StepSucceeded.model_construct(
+        path=cmd.path, attempt=cmd.attempt, output=out.output, usage=out.usage
+    )
+
+
+def _failed(cmd: LaunchStep, exc: AgentError) -> StepFailed:
+    usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
+    return StepFailed(
+        path=cmd.path,
+        attempt=cmd.attempt,
+        error_class=exc.error_class,
+        message=exc.message,
+        usage=usage,
+        retry_after=exc.retry_after,
+    )
+
+
+def _crashed(cmd: LaunchStep, exc: Exception) -> StepFailed:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return StepFailed(
+        path=cmd.path,
+        attempt=cmd.attempt,
+        error_class=errors.AGENT_ERROR,
+        message=f"agent {cmd.agent!r} raised {type(exc).__name__}: {text}".rstrip(": "),
+    )

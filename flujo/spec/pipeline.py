@@ -1,0 +1,218 @@
+"""The Pipeline manifest: the document ``flujo run`` and ``kubectl apply`` take.
+
+A step is one object holding exactly one *kind* key, Argo-style::
+
+    - name: draft            # an agent call
+      agent: writer
+      input: "Write about {{ input }}"
+    - name: refine           # a loop around a body of steps
+      loop:
+        maxIterations: 3
+        exitWhen: "'APPROVED' in output"
+        steps: [...]
+
+Containers (``loop``, ``conditional``, ``parallel``, ``map``) hold further
+steps.  Nesting is bounded (:data:`MAX_DEPTH`) because Kubernetes structural
+schemas cannot recurse: the CRD schema is the same model unrolled to that
+depth, and validation here enforces the same bound, so every document that
+runs embedded also fits the cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from flujo.domain.errors import DEFAULT_RETRY_ON
+from flujo.spec.base import API_VERSION, NAME_PATTERN, ObjectMeta, SpecModel
+from flujo.spec.limits import UsageLimits
+
+__all__ = [
+    "CONTAINER_KINDS",
+    "MAX_DEPTH",
+    "STEP_KINDS",
+    "BranchSpec",
+    "ConditionalSpec",
+    "LoopSpec",
+    "MapSpec",
+    "ParallelSpec",
+    "PipelineManifest",
+    "PipelineSpec",
+    "RetrySpec",
+    "StepSpec",
+]
+
+MAX_DEPTH = 6
+"""Deepest nesting of containers (a loop in a parallel in a loop is depth 3)."""
+
+STEP_KINDS = ("agent", "loop", "conditional", "parallel", "map")
+CONTAINER_KINDS = ("loop", "conditional", "parallel", "map")
+
+MergeStrategy = Literal["dict", "list", "concat", "merge", "first"]
+FailurePolicy = Literal["failFast", "wait", "ignore"]
+
+
+class RetrySpec(SpecModel):
+    """How a failed agent call is retried. Delays grow exponentially with jitter."""
+
+    max_attempts: int = Field(1, ge=1, le=100, description="Attempts in all, the first included.")
+    backoff_seconds: float = Field(1.0, ge=0, description="Delay before the second attempt.")
+    backoff_multiplier: float = Field(2.0, ge=1, description="Growth factor of the delay.")
+    max_backoff_seconds: float = Field(60.0, ge=0, description="Upper bound of one delay.")
+    jitter: float = Field(0.1, ge=0, le=1, description="Random spread, as a fraction of the delay.")
+    retry_on: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_ON),
+        description="Error classes that are retried (transient ones by default).",
+    )
+
+
+class BranchSpec(SpecModel):
+    """A named sequence of steps inside a conditional or parallel step."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Branch name, part of step paths.")
+    steps: list[StepSpec] = Field(default_factory=list, description="Steps run in order.")
+
+
+class LoopSpec(SpecModel):
+    """Repeat a body until ``exitWhen`` is true, at most ``maxIterations`` times.
+
+    The condition is evaluated after each iteration (do-while) with
+    ``output`` (the iteration's output) and ``iteration`` (1-based) in scope.
+    Each iteration's output is the next iteration's input.
+    """
+
+    max_iterations: int = Field(ge=1, le=100_000, description="Hard bound on iterations.")
+    exit_when: str | None = Field(None, description="Jinja expression; true ends the loop.")
+    on_max_iterations: Literal["fail", "succeed"] = Field(
+        "fail", description="Outcome when the bound is hit before exitWhen holds."
+    )
+    steps: list[StepSpec] = Field(min_length=1, description="The loop body.")
+
+
+class ConditionalSpec(SpecModel):
+    """Evaluate ``condition`` and run the branch whose name equals its value."""
+
+    condition: str = Field(description="Jinja expression giving a branch name (true/false too).")
+    branches: list[BranchSpec] = Field(min_length=1, description="Candidate branches.")
+    default: str | None = Field(None, description="Branch taken when no name matches.")
+
+
+class ParallelSpec(SpecModel):
+    """Run every branch concurrently, then merge their outputs."""
+
+    branches: list[BranchSpec] = Field(min_length=1, description="Branches run concurrently.")
+    merge: MergeStrategy = Field(
+        "dict",
+        description="dict: {branch: output}; list: outputs in branch order; concat: strings "
+        "joined by newlines; merge: dict outputs merged in branch order; first: first branch.",
+    )
+    on_branch_failure: FailurePolicy = Field(
+        "failFast",
+        description="failFast: cancel the others and fail; wait: let the others finish, then "
+        "fail; ignore: merge the branches that succeeded.",
+    )
+    max_concurrency: int | None = Field(None, ge=1, description="Branches running at once.")
+
+
+class MapSpec(SpecModel):
+    """Run the body once per item of a list, concurrently; the output is the list of results."""
+
+    items: str = Field(description="Jinja expression giving the list to fan out over.")
+    steps: list[StepSpec] = Field(min_length=1, description="Body run per item.")
+    max_concurrency: int | None = Field(None, ge=1, description="Items running at once.")
+    on_item_failure: FailurePolicy = Field("failFast", description="As parallel.onBranchFailure.")
+    max_items: int = Field(1000, ge=1, le=100_000, description="Refuse lists longer than this.")
+
+
+class StepSpec(SpecModel):
+    """One step: an agent call or a container of further steps."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique step name in the pipeline.")
+    description: str | None = Field(None, description="Free text for humans.")
+    agent: str | None = Field(None, description="Agent name, resolved by the registry.")
+    input: Any = Field(
+        None,
+        description="Template (or JSON value with templates) rendered as the agent's input; "
+        "the previous step's output when unset.",
+    )
+    retry: RetrySpec | None = Field(None, description="Retry policy for agent failures.")
+    timeout_seconds: float | None = Field(None, gt=0, description="Per-attempt timeout.")
+    fallback: str | None = Field(
+        None, description="Agent used when the primary fails permanently or its circuit is open."
+    )
+    loop: LoopSpec | None = None
+    conditional: ConditionalSpec | None = None
+    parallel: ParallelSpec | None = None
+    map: MapSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = {f.alias or n for n, f in cls.model_fields.items()} | set(cls.model_fields)
+            unknown = sorted(str(k) for k in data if k not in known)
+            if unknown:
+                raise ValueError(
+                    f"unknown step kind or field {unknown[0]!r} (a step has one of: "
+                    + ", ".join(STEP_KINDS)
+                    + ")"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> StepSpec:
+        kinds = [k for k in STEP_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            found = " and ".join(kinds) if kinds else "none"
+            raise ValueError(
+                f"step {self.name!r} must have exactly one of {', '.join(STEP_KINDS)}; "
+                f"found {found}"
+            )
+        if kinds[0] != "agent" and (self.retry or self.fallback or self.timeout_seconds):
+            raise ValueError(
+                f"step {self.name!r}: retry, fallback and timeoutSeconds apply to agent steps only"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        for k in STEP_KINDS:
+            if getattr(self, k) is not None:
+                return k
+        return "agent"  # unreachable after validation
+
+
+class PipelineSpec(SpecModel):
+    """What a pipeline does: its steps, default limits and timeout."""
+
+    description: str | None = Field(None, description="Free text for humans.")
+    steps: list[StepSpec] = Field(min_length=1, description="Top-level steps run in order.")
+    usage_limits: UsageLimits | None = Field(None, description="Default budget for runs.")
+    timeout_seconds: float | None = Field(None, gt=0, description="Default run deadline.")
+
+
+class PipelineManifest(SpecModel):
+    """A ``Pipeline`` object, as in a YAML file or the cluster."""
+
+    api_version: Literal["flujo.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["Pipeline"] = "Pipeline"
+    metadata: ObjectMeta
+    spec: PipelineSpec
+    status: Any = Field(None, exclude=True, description="Ignored when loading.")
+
+    def to_data(self) -> dict[str, Any]:
+        data = self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json")
+        data["apiVersion"] = API_VERSION
+        data["kind"] = "Pipeline"
+        data["metadata"] = self.metadata.model_dump(exclude_none=True, exclude_defaults=True)
+        data["metadata"]["name"] = self.metadata.name
+        return data
+
+
+BranchSpec.model_rebuild()
+LoopSpec.model_rebuild()
+ConditionalSpec.model_rebuild()
+ParallelSpec.model_rebuild()
+MapSpec.model_rebuild()
+StepSpec.model_rebuild()

@@ -1,0 +1,141 @@
+"""Semantic checks a schema cannot express, shared by ``flujo validate``,
+the embedded runner and the operator.
+
+Every check returns problems with a field path (``spec.steps[2].input``), so
+the loader can point at the offending YAML line.  All problems are reported
+at once: an author fixing a file should not discover errors one per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from flujo.domain.errors import ERROR_CLASSES
+from flujo.domain.templates import TemplateProblem, referenced_steps, undeclared_names
+from flujo.spec.pipeline import MAX_DEPTH, BranchSpec, PipelineSpec, StepSpec
+
+__all__ = ["Finding", "check_agents", "check_pipeline", "walk_steps"]
+
+Loc = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Finding:
+    loc: Loc
+    message: str
+
+
+def walk_steps(steps: list[StepSpec], loc: Loc = ("spec", "steps"), depth: int = 0) -> Iterator[
+    tuple[StepSpec, Loc, int]
+]:
+    """Every step with its location and container depth, in document order."""
+    for i, step in enumerate(steps):
+        here = (*loc, i)
+        yield step, here, depth
+        if step.loop is not None:
+            yield from walk_steps(step.loop.steps, (*here, "loop", "steps"), depth + 1)
+        elif step.map is not None:
+            yield from walk_steps(step.map.steps, (*here, "map", "steps"), depth + 1)
+        elif step.parallel is not None:
+            yield from _walk_branches(step.parallel.branches, (*here, "parallel"), depth)
+        elif step.conditional is not None:
+            yield from _walk_branches(step.conditional.branches, (*here, "conditional"), depth)
+
+
+def _walk_branches(
+    branches: list[BranchSpec], loc: Loc, depth: int
+) -> Iterator[tuple[StepSpec, Loc, int]]:
+    for j, branch in enumerate(branches):
+        yield from walk_steps(branch.steps, (*loc, "branches", j, "steps"), depth + 1)
+
+
+def _templates(step: StepSpec, loc: Loc) -> Iterator[tuple[Any, bool, Loc]]:
+    if step.input is not None:
+        yield step.input, False, (*loc, "input")
+    if step.loop is not None and step.loop.exit_when:
+        yield step.loop.exit_when, True, (*loc, "loop", "exitWhen")
+    if step.conditional is not None:
+        yield step.conditional.condition, True, (*loc, "conditional", "condition")
+    if step.map is not None:
+        yield step.map.items, True, (*loc, "map", "items")
+
+
+def check_pipeline(spec: PipelineSpec) -> list[Finding]:
+    """Names, nesting depth, branches, templates and retry classes."""
+    found: list[Finding] = []
+    seen: dict[str, Loc] = {}
+    steps = list(walk_steps(spec.steps))
+    for step, loc, depth in steps:
+        if step.name in seen:
+            found.append(
+                Finding((*loc, "name"), f"duplicate step name {step.name!r} (step names must be "
+                        f"unique in a pipeline; first used at {_dotted(seen[step.name])})")
+            )
+        else:
+            seen[step.name] = loc
+        if depth >= MAX_DEPTH and step.kind != "agent":
+            found.append(Finding(loc, f"containers nested deeper than {MAX_DEPTH} levels"))
+        for branches, where in (
+            (step.parallel.branches if step.parallel else [], "parallel"),
+            (step.conditional.branches if step.conditional else [], "conditional"),
+        ):
+            names: set[str] = set()
+            for j, branch in enumerate(branches):
+                if branch.name in names:
+                    found.append(Finding((*loc, where, "branches", j, "name"),
+                                         f"duplicate branch name {branch.name!r}"))
+                names.add(branch.name)
+        if step.conditional is not None and step.conditional.default is not None:
+            names = {b.name for b in step.conditional.branches}
+            if step.conditional.default not in names:
+                found.append(Finding((*loc, "conditional", "default"),
+                                     f"default {step.conditional.default!r} names no branch"))
+        if step.retry is not None:
+            for j, cls in enumerate(step.retry.retry_on):
+                if cls not in ERROR_CLASSES:
+                    found.append(Finding((*loc, "retry", "retryOn", j),
+                                         f"unknown error class {cls!r} (known: "
+                                         f"{', '.join(sorted(ERROR_CLASSES))})"))
+    names_all = set(seen)
+    for step, loc, _ in steps:
+        for source, expression, where in _templates(step, loc):
+            try:
+                unknown_steps = referenced_steps(source, expression) - names_all
+                unknown_vars = undeclared_names(source, expression)
+            except TemplateProblem as exc:
+                found.append(Finding(where, f"invalid template: {exc}"))
+                continue
+            for name in sorted(unknown_steps):
+                found.append(Finding(where, f"template references unknown step {name!r}"))
+            for name in sorted(unknown_vars):
+                found.append(Finding(where, f"template uses unknown variable {name!r} (known: "
+                                     "input, previous_step, steps, output, iteration, item, "
+                                     "index, branch)"))
+    return found
+
+
+def agent_references(spec: PipelineSpec) -> Iterator[tuple[str, Loc]]:
+    for step, loc, _ in walk_steps(spec.steps):
+        if step.agent is not None:
+            yield step.agent, (*loc, "agent")
+        if step.fallback is not None:
+            yield step.fallback, (*loc, "fallback")
+
+
+def check_agents(spec: PipelineSpec, known: Iterable[str]) -> list[Finding]:
+    """One finding per reference to an agent the registry does not know."""
+    names = set(known)
+    return [
+        Finding(loc, f"unknown agent {name!r}")
+        for name, loc in agent_references(spec)
+        if name not in names
+    ]
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
