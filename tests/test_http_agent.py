@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from flujo.agents.http import HttpAgent
 from flujo.agents.remote import build_remote_agent
 from flujo.domain import errors
 from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
 from flujo.spec.agent import AgentSpec
+
 from tests.servers import HOOK_PATH, OpenAIServer, Reply, drop, error, malformed
 from tests.servers.harness import agent_spec, call, call_error
 
@@ -35,9 +35,7 @@ def test_envelope_request_and_output(openai_server: OpenAIServer) -> None:
     assert request.headers["X-Flujo-Run"] == "run-1"
 
 
-@pytest.mark.parametrize(
-    "body", [[1, 2, 3], {"answer": 42}, "plain string", 7, None], ids=repr
-)
+@pytest.mark.parametrize("body", [[1, 2, 3], {"answer": 42}, "plain string", 7, None], ids=repr)
 def test_a_body_without_output_is_the_output(openai_server: OpenAIServer, body: Any) -> None:
     openai_server.script(Reply(json=body))
     assert call(hook_spec(openai_server)).output == body
@@ -45,14 +43,18 @@ def test_a_body_without_output_is_the_output(openai_server: OpenAIServer, body: 
 
 def test_reported_usage_is_used(openai_server: OpenAIServer) -> None:
     openai_server.script(
-        Reply(json={"output": "x", "usage": {"inputTokens": 12, "outputTokens": 3, "costUsd": 0.25}})
+        Reply(
+            json={"output": "x", "usage": {"inputTokens": 12, "outputTokens": 3, "costUsd": 0.25}}
+        )
     )
     spec = hook_spec(openai_server, pricing={"inputPer1k": 100.0})
     assert call(spec).usage == Usage(input_tokens=12, output_tokens=3, cost_usd=0.25)
 
 
 def test_usage_without_cost_is_priced(openai_server: OpenAIServer) -> None:
-    openai_server.script(Reply(json={"output": "x", "usage": {"inputTokens": 2000, "outputTokens": 500}}))
+    openai_server.script(
+        Reply(json={"output": "x", "usage": {"inputTokens": 2000, "outputTokens": 500}})
+    )
     spec = hook_spec(openai_server, pricing={"inputPer1k": 0.01, "outputPer1k": 0.1})
     assert call(spec).usage.cost_usd == pytest.approx(0.02 + 0.05)
 
@@ -71,7 +73,9 @@ def test_static_and_secret_headers(
     spec = hook_spec(
         openai_server,
         headers={"X-Tenant": "acme"},
-        secretHeaders=[{"name": "X-Api-Token", "valueFrom": {"env": "HOOK_TOKEN"}, "prefix": "Token "}],
+        secretHeaders=[
+            {"name": "X-Api-Token", "valueFrom": {"env": "HOOK_TOKEN"}, "prefix": "Token "}
+        ],
     )
     call(spec)
     headers = openai_server.requests[0].headers
@@ -150,7 +154,9 @@ def test_factory_builds_the_kind_and_refuses_others(openai_server: OpenAIServer)
     from flujo.agents.pool import ClientPool
 
     pool = ClientPool()
-    assert isinstance(build_remote_agent("hook", hook_spec(openai_server), pool, None, None), HttpAgent)
+    assert isinstance(
+        build_remote_agent("hook", hook_spec(openai_server), pool, None, None), HttpAgent
+    )
     builtin = agent_spec(type="builtin", builtin="upper")
     with pytest.raises(AgentError) as caught:
         build_remote_agent("up", builtin, pool, None, None)

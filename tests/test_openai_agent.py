@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from flujo.agents.base import AgentContext
 from flujo.agents.credentials import secret_env_name
 from flujo.agents.openai import OpenAIAgent
@@ -26,6 +25,7 @@ from flujo.domain import errors
 from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
 from flujo.spec.agent import AgentSpec, SecretKeyRef
+
 from tests.servers import CHAT_PATH, OpenAIServer, Reply, completion, drop, error, malformed
 from tests.servers.harness import CONTEXT, agent_spec, call, call_error
 
@@ -85,7 +85,14 @@ def test_non_string_input_is_sent_as_json(openai_server: OpenAIServer) -> None:
 
     (request,) = openai_server.requests
     assert json.loads(request.body["messages"][-1]["content"]) == data
-    assert result.output == "echo: " + json.dumps(data, ensure_ascii=False)
+    assert result.output == "echo: " + request.body["messages"][-1]["content"]
+
+
+def test_unserialisable_input_is_permanent_without_a_call(openai_server: OpenAIServer) -> None:
+    exc = call_error(openai_spec(openai_server), {"when": object()})
+    assert exc.error_class == errors.PERMANENT
+    assert "JSON-serialisable" in exc.message
+    assert openai_server.calls == 0
 
 
 def test_missing_usage_counts_zero(openai_server: OpenAIServer) -> None:
@@ -112,9 +119,7 @@ def test_schema_tolerates_a_markdown_fence(openai_server: OpenAIServer) -> None:
 
 
 def test_schema_violation_is_a_schema_error_with_usage(openai_server: OpenAIServer) -> None:
-    openai_server.script(
-        completion('{"score": "high"}', prompt_tokens=100, completion_tokens=7)
-    )
+    openai_server.script(completion('{"score": "high"}', prompt_tokens=100, completion_tokens=7))
     spec = openai_spec(openai_server, outputSchema=SCORE_SCHEMA, pricing={"inputPer1k": 1.0})
 
     exc = call_error(spec)
@@ -308,7 +313,9 @@ def test_api_key_never_appears_in_errors(
 
     async def scenario() -> tuple[AgentError, str]:
         async with ClientPool() as pool:
-            agent = OpenAIAgent("writer", openai_spec(openai_server, apiKey={"env": "TEST_OPENAI_KEY"}), pool)
+            agent = OpenAIAgent(
+                "writer", openai_spec(openai_server, apiKey={"env": "TEST_OPENAI_KEY"}), pool
+            )
             with pytest.raises(AgentError) as caught:
                 await agent.run("hi", CONTEXT)
             return caught.value, repr(agent)
@@ -426,6 +433,8 @@ def test_pool_refuses_another_event_loop(openai_server: OpenAIServer) -> None:
         first_loop.run_until_complete(agent.run("hi", CONTEXT))
         with pytest.raises(AgentError, match="another event loop") as caught:
             asyncio.run(agent.run("hi", CONTEXT))
+        with pytest.raises(RuntimeError, match="event loop that used the pool"):
+            asyncio.run(pool.aclose())
         first_loop.run_until_complete(pool.aclose())
     finally:
         first_loop.close()

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from flujo.agents.base import Agent
 from flujo.agents.pool import ClientPool
 from flujo.agents.remote import build_remote_agent
@@ -32,6 +31,7 @@ from flujo.resilience import (
     ResilientAgent,
 )
 from flujo.spec.agent import AgentSpec
+
 from tests.servers import OpenAIServer, Reply, completion, error, max_in_window
 from tests.servers.harness import CONTEXT, agent_spec
 
@@ -93,9 +93,10 @@ def test_breaker_opens_after_n_transient_failures_then_fails_fast(
 
     seen = with_agent(openai_server, lambda a: outcomes(a, 6), breakers=breakers)
 
-    assert seen == [errors.TRANSIENT, errors.TRANSIENT, errors.RATE_LIMITED] + [
-        errors.CIRCUIT_OPEN
-    ] * 3
+    assert (
+        seen
+        == [errors.TRANSIENT, errors.TRANSIENT, errors.RATE_LIMITED] + [errors.CIRCUIT_OPEN] * 3
+    )
     assert openai_server.calls == 3  # open: nothing more reached the network
     assert breakers.get("llm").state == OPEN
 
@@ -104,7 +105,9 @@ def test_timeouts_count_as_transient(openai_server: OpenAIServer) -> None:
     openai_server.script(*[completion("late", delay=2)] * 2)
     breakers = BreakerRegistry(fail_max=2, reset_timeout=60)
 
-    seen = with_agent(openai_server, lambda a: outcomes(a, 3), breakers=breakers, timeoutSeconds=0.1)
+    seen = with_agent(
+        openai_server, lambda a: outcomes(a, 3), breakers=breakers, timeoutSeconds=0.1
+    )
 
     assert seen == [errors.TIMEOUT, errors.TIMEOUT, errors.CIRCUIT_OPEN]
     assert openai_server.calls == 2
@@ -130,7 +133,14 @@ def test_only_consecutive_transient_failures_count(openai_server: OpenAIServer) 
 
     seen = with_agent(openai_server, lambda a: outcomes(a, 6), breakers=breakers)
 
-    assert seen == [errors.TRANSIENT, errors.TRANSIENT, "ok", errors.TRANSIENT, errors.TRANSIENT, "ok"]
+    assert seen == [
+        errors.TRANSIENT,
+        errors.TRANSIENT,
+        "ok",
+        errors.TRANSIENT,
+        errors.TRANSIENT,
+        "ok",
+    ]
     assert openai_server.calls == 6
 
 
@@ -225,7 +235,9 @@ def test_circuit_open_error_is_actionable(openai_server: OpenAIServer) -> None:
 def test_breaker_state_is_persisted_and_restored(openai_server: OpenAIServer) -> None:
     store = MemoryBreakerStateStore()
     openai_server.script(error(500, "x"), error(500, "y"))
-    with_agent(openai_server, lambda a: outcomes(a, 2), breakers=BreakerRegistry(fail_max=2, store=store))
+    with_agent(
+        openai_server, lambda a: outcomes(a, 2), breakers=BreakerRegistry(fail_max=2, store=store)
+    )
 
     saved = store.get("llm")
     assert saved is not None
@@ -409,12 +421,11 @@ def test_rate_limit_holds_under_a_burst(openai_server: OpenAIServer) -> None:
 def test_limiter_is_shared_by_name_and_debits_tokens(openai_server: OpenAIServer) -> None:
     limiters = RateLimiterRegistry()
     openai_server.script(completion("a", prompt_tokens=70, completion_tokens=30))
-    spec_fields = {"rateLimit": {"tokensPerMinute": 1000}}
 
     async def scenario(agent: Agent) -> None:
         await agent.run("hi", CONTEXT)
 
-    with_agent(openai_server, scenario, limiters=limiters, **spec_fields)
+    with_agent(openai_server, scenario, limiters=limiters, rateLimit={"tokensPerMinute": 1000})
     limiter = limiters.get("llm", None)
     assert limiter is not None
     assert limiter.available_tokens() == pytest.approx(900, abs=1)
@@ -469,8 +480,26 @@ def test_no_leaked_connections_or_tasks_after_pool_close(openai_server: OpenAISe
         assert openai_server.open_connections > 0  # keep-alive connections are pooled
         await agent.aclose()
         await pool.aclose()
-        return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+        return asyncio.all_tasks() - {asyncio.current_task()}
 
     assert asyncio.run(scenario()) == set()
     assert openai_server.successful == 30
+    assert openai_server.wait_until(lambda: openai_server.open_connections == 0)
+
+
+def test_remote_resources_share_breakers_and_limiters(openai_server: OpenAIServer) -> None:
+    from flujo.agents.remote import RemoteResources
+
+    resources = RemoteResources()
+    spec = llm_spec(openai_server, rateLimit={"requestsPerSecond": 5})
+    first, second = resources.build("llm", spec), resources.build("llm", spec)
+    assert isinstance(first, ResilientAgent) and isinstance(second, ResilientAgent)
+    assert first.breaker is second.breaker and first.limiter is second.limiter
+
+    async def scenario() -> None:
+        await first.run("hi", CONTEXT)
+        await resources.aclose()
+
+    asyncio.run(scenario())
+    assert resources.pool.closed
     assert openai_server.wait_until(lambda: openai_server.open_connections == 0)

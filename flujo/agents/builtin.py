@@ -39,7 +39,11 @@ def _get(data: Any, config: Mapping[str, Any]) -> Any:
     for part in [p for p in path.split(".") if p]:
         if isinstance(value, Mapping) and part in value:
             value = value[part]
-        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+        elif (
+            isinstance(value, list)
+            and part.lstrip("-").isdigit()
+            and -len(value) <= int(part) < len(value)
+        ):
             value = value[int(part)]
         elif "default" in config:
             return config["default"]
@@ -54,7 +58,9 @@ def _json_parse(data: Any, config: Mapping[str, Any]) -> Any:
     try:
         return json.loads(data)
     except json.JSONDecodeError as exc:
-        raise AgentError(SCHEMA, f"json-parse: input is not JSON ({exc.msg} at {exc.pos})") from None
+        raise AgentError(
+            SCHEMA, f"json-parse: input is not JSON ({exc.msg} at {exc.pos})"
+        ) from None
 
 
 def _template(data: Any, config: Mapping[str, Any]) -> Any:

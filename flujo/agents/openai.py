@@ -34,7 +34,7 @@ from typing import Any
 
 from flujo.agents.base import AgentContext, AgentOutput
 from flujo.agents.pool import ClientPool
-from flujo.agents.transport import RemoteAgent, one_line, priced_usage
+from flujo.agents.transport import RemoteAgent, encode_json, one_line, priced_usage
 from flujo.domain.errors import CONFIG, PERMANENT, SCHEMA, AgentError
 from flujo.domain.usage import Usage
 from flujo.spec.agent import AgentSpec
@@ -76,7 +76,7 @@ class OpenAIAgent(RemoteAgent):
         return super().url_for(spec).rstrip("/") + "/chat/completions"
 
     def request(self, data: Any, context: AgentContext) -> tuple[Any, dict[str, str]]:
-        content = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+        content = data if isinstance(data, str) else encode_json(data, self.who)
         messages = [*self._system, {"role": "user", "content": content}]
         return {**self._base, "model": self.model, "messages": messages}, {}
 

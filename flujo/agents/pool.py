@@ -106,7 +106,12 @@ class ClientPool:
         return self._closed
 
     async def aclose(self) -> None:
-        """Close every client and its sockets; the pool cannot be used after."""
+        """Close every client and its sockets; the pool cannot be used after.
+
+        Must run in the event loop that used the pool (sockets belong to it).
+        """
+        if self._clients and self._loop is not None and self._loop is not _running_loop():
+            raise RuntimeError("ClientPool.aclose() must run in the event loop that used the pool")
         self._closed = True
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
@@ -119,9 +124,8 @@ class ClientPool:
         await self.aclose()
 
     def _check_loop(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _running_loop()
+        if loop is None:
             return  # building a client outside a loop is harmless
         if self._loop is None or not self._clients:
             self._loop = loop
@@ -129,3 +133,10 @@ class ClientPool:
             raise RuntimeError(
                 "ClientPool is bound to another event loop; create one pool per event loop"
             )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -9,6 +9,7 @@ opens a connection or reads a credential.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,6 @@ from typing import Any, Literal
 from flujo.agents.base import Agent, as_agent
 from flujo.agents.builtin import PRESET_PREFIX, BuiltinAgent, builtin_names
 from flujo.agents.scripted import ScriptedAgent
-from flujo.domain.errors import CONFIG, AgentError
 from flujo.spec.agent import AgentManifest, AgentSpec
 
 __all__ = ["AgentEntry", "AgentRegistry", "Provenance", "UnknownAgentError"]
@@ -33,8 +33,10 @@ class UnknownAgentError(KeyError):
         super().__init__(self.names)
 
     def __str__(self) -> str:
-        return "unknown agent" + ("s " if len(self.names) > 1 else " ") + ", ".join(
-            repr(n) for n in self.names
+        return (
+            "unknown agent"
+            + ("s " if len(self.names) > 1 else " ")
+            + ", ".join(repr(n) for n in self.names)
         )
 
 
@@ -67,6 +69,10 @@ class AgentRegistry:
         self._entries: dict[str, AgentEntry] = {}
         self._clock = clock
         self._remote: Any = None
+        from flujo.resilience.breaker import BreakerRegistry
+
+        self.breakers = BreakerRegistry()
+        """One circuit breaker per remote agent, shared by every run of this registry."""
         if builtins:
             for name in builtin_names(presets_only=True):
                 self._entries[PRESET_PREFIX + name] = AgentEntry(
@@ -126,10 +132,10 @@ class AgentRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         return sorted(self._entries)
 
-    def list(self) -> list[AgentEntry]:
+    def list(self) -> builtins.list[AgentEntry]:
         return [self._entries[n] for n in sorted(self._entries)]
 
     def entry(self, name: str) -> AgentEntry:
@@ -138,7 +144,7 @@ class AgentRegistry:
         except KeyError:
             raise UnknownAgentError([name]) from None
 
-    def missing(self, names: Iterable[str]) -> list[str]:
+    def missing(self, names: Iterable[str]) -> builtins.list[str]:
         return sorted({n for n in names if n not in self._entries})
 
     def require(self, names: Iterable[str]) -> None:
@@ -160,12 +166,13 @@ class AgentRegistry:
             return BuiltinAgent(spec.builtin or "", spec.config)
         if spec.type == "scripted":
             return ScriptedAgent(spec.responses, name)
-        try:
-            from flujo.agents import remote
-        except ImportError as exc:  # pragma: no cover - packaging error
-            raise AgentError(CONFIG, f"agent {name!r}: {spec.type} agents unavailable: {exc}")
+        from flujo.agents.remote import RemoteResources
+
         if self._remote is None:
-            self._remote = remote.RemoteResources()
+            # A fresh connection pool per session (httpx clients belong to one
+            # event loop); breakers persist, so failures seen by one run
+            # protect the next.
+            self._remote = RemoteResources(breakers=self.breakers)
         built: Agent = self._remote.build(name, spec)
         return built
 

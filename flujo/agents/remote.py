@@ -21,7 +21,7 @@ from flujo.resilience.ratelimit import RateLimiterRegistry
 from flujo.resilience.wrapper import ResilientAgent
 from flujo.spec.agent import AgentSpec
 
-__all__ = ["REMOTE_KINDS", "build_remote_agent"]
+__all__ = ["REMOTE_KINDS", "RemoteResources", "build_remote_agent"]
 
 REMOTE_KINDS: dict[str, type[RemoteAgent]] = {"openai": OpenAIAgent, "http": HttpAgent}
 
@@ -43,3 +43,29 @@ def build_remote_agent(
     if breaker is None and limiter is None:
         return agent
     return ResilientAgent(agent, breaker, limiter)
+
+
+class RemoteResources:
+    """What the remote agents of one registry share: a pool, breakers, limiters.
+
+    By default every remote agent gets a circuit breaker (``fail_max`` 5,
+    ``reset_timeout`` 30 s) and, when its manifest has a ``rateLimit``, a
+    rate limiter.  :meth:`aclose` closes the pool's connections; breakers and
+    limiters need no closing.
+    """
+
+    def __init__(
+        self,
+        pool: ClientPool | None = None,
+        breakers: BreakerRegistry | None = None,
+        limiters: RateLimiterRegistry | None = None,
+    ) -> None:
+        self.pool = pool or ClientPool()
+        self.breakers = breakers or BreakerRegistry()
+        self.limiters = limiters or RateLimiterRegistry()
+
+    def build(self, name: str, spec: AgentSpec) -> Agent:
+        return build_remote_agent(name, spec, self.pool, self.breakers, self.limiters)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()

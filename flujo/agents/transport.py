@@ -10,26 +10,20 @@ Each ``run`` makes exactly **one** attempt.  Retries with backoff belong to
 the engine's retry policy, which reads the error class and the
 ``retry_after`` hint carried by the :class:`AgentError`.
 
-The taxonomy, decided once for both kinds:
+The taxonomy, decided once for both kinds (``retry_after`` in brackets):
 
-=====================================  ==============  ===========================
-what happened                          error class     ``retry_after``
-=====================================  ==============  ===========================
-transport or overall timeout           ``timeout``
-connect/read/write error, dropped      ``transient``
-connection, bad gzip
-HTTP 408                               ``timeout``     Retry-After if sent
-HTTP 429                               ``rate_limited`` Retry-After (s or date)
-HTTP 5xx                               ``transient``   Retry-After if sent
-HTTP 401, 403                          ``auth``
-other HTTP 4xx                         ``permanent``
-2xx with a body that is not JSON       ``transient``
-2xx JSON of the wrong shape            ``permanent``
-answer violating ``outputSchema``      ``schema``      (usage attached)
-bad URL, un-encodable input, missing   ``config`` /
-credential                             ``permanent`` /
-                                       ``auth``
-=====================================  ==============  ===========================
+- transport timeout, or the agent's ``timeoutSeconds`` elapsed → ``timeout``;
+- connection refused, reset or dropped, bad content encoding → ``transient``;
+- HTTP 408 → ``timeout`` [Retry-After if sent];
+- HTTP 429 → ``rate_limited`` [Retry-After, seconds or HTTP date];
+- HTTP 5xx → ``transient`` [Retry-After if sent];
+- HTTP 401, 403, or a missing credential → ``auth``;
+- any other HTTP 4xx → ``permanent``;
+- a 2xx body that is not JSON → ``transient``;
+- 2xx JSON of the wrong shape (no ``choices``, bad ``usage``) → ``permanent``;
+- an answer violating ``outputSchema`` → ``schema`` (with the call's usage);
+- an input that cannot be encoded as JSON → ``permanent``;
+- a bad endpoint URL, parameters or schema → ``config``, when the agent is built.
 
 A 2xx body that is not JSON is classed *transient*: in practice it is a
 response cut short by a dropped connection or an intermediary's HTML error
@@ -76,6 +70,8 @@ __all__ = [
     "JsonEndpoint",
     "OutputSchema",
     "RemoteAgent",
+    "display_url",
+    "encode_json",
     "error_for_status",
     "one_line",
     "parse_retry_after",
@@ -140,6 +136,16 @@ def priced_usage(
     return Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd)
 
 
+def encode_json(value: Any, who: str) -> str:
+    """``value`` as compact JSON text, or ``AgentError(permanent)`` if it has no JSON form."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise AgentError(
+            PERMANENT, f"{who}: the step input is not JSON-serialisable ({one_line(str(exc))})"
+        ) from exc
+
+
 def display_url(url: str) -> str:
     """The URL without user info or query string, safe to put in a message."""
     parsed = httpx.URL(url)
@@ -150,7 +156,7 @@ _STATUS_HINTS: Final = {
     401: "check the agent's credential (API key or secret headers)",
     403: "check that the credential is allowed to use this endpoint and model",
     404: "check the endpoint URL (and the model name)",
-    408: "the endpoint timed out the request; it is retried by the step's retry policy",
+    408: "the endpoint timed out the request; a retry may succeed",
     429: "the endpoint is rate limiting; lower the agent's rateLimit or raise the quota",
 }
 
@@ -172,7 +178,7 @@ def error_for_status(
     else:
         error_class = PERMANENT
     if status >= 500:
-        hint = "the endpoint failed; it is retried by the step's retry policy"
+        hint = "the endpoint failed on its side; a retry may succeed, check its health"
     else:
         hint = _STATUS_HINTS.get(
             status, "the endpoint rejected the request; check the agent's parameters and input"
@@ -244,12 +250,7 @@ class JsonEndpoint:
         self, payload: Any, timeout: float, extra_headers: Mapping[str, str] | None = None
     ) -> Any:
         """The decoded JSON answer of one POST, or a classified :class:`AgentError`."""
-        try:
-            content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            raise AgentError(
-                PERMANENT, f"{self.who}: the step input is not JSON-serialisable ({exc})"
-            ) from exc
+        content = encode_json(payload, self.who).encode()
         headers, secrets = self._headers(extra_headers or {})
         try:
             client = self.pool.client_for(self.url)

@@ -46,9 +46,9 @@ def _fail(lines: list[str], code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _load(file: Path, agents: list[Path] | None, pipeline: str | None) -> tuple[
-    Documents, PipelineManifest, AgentRegistry
-]:
+def _load(
+    file: Path, agents: list[Path] | None, pipeline: str | None
+) -> tuple[Documents, PipelineManifest, AgentRegistry]:
     docs = load_files([file, *(agents or [])])
     if docs.problems:
         _fail([str(p) for p in docs.problems])
@@ -167,8 +167,14 @@ def run(
             from rich.console import Console
 
             hook = _progress(Console(stderr=True))
-        runner = Flujo(manifest, agent_registry=registry, usage_limits=limits, seed=seed,
-                       on_event=hook, source=str(file))
+        runner = Flujo(
+            manifest,
+            agent_registry=registry,
+            usage_limits=limits,
+            seed=seed,
+            on_event=hook,
+            source=str(file),
+        )
         result = runner.run(data)
     except UsageProblem as exc:
         _fail([str(exc)])
@@ -179,8 +185,10 @@ def run(
     except Exception as exc:
         if debug:
             raise
-        _fail([f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)"],
-              EXIT_FAILED)
+        _fail(
+            [f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)"],
+            EXIT_FAILED,
+        )
     _print_output(result, as_json)
     if not result.success:
         typer.echo(f"error: run {result.status}: {result.outcome.message}", err=True)
@@ -196,7 +204,7 @@ def validate(
     pipeline: Annotated[str | None, typer.Option(help="Pipeline name, if several.")] = None,
 ) -> None:
     """Check a pipeline file: schema, names, templates, agent references."""
-    _, manifest, registry = _load(file, agents, pipeline)
+    _, manifest, _registry = _load(file, agents, pipeline)
     steps = sum(1 for _ in _iter_steps(manifest))
     typer.echo(f"ok: {file}: pipeline {manifest.metadata.name!r}, {steps} steps")
 

@@ -147,13 +147,17 @@ def referenced_steps(value: Any, expression: bool = False) -> set[str]:
     found: set[str] = set()
     try:
         for ast in _asts(value, expression):
-            for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-                target = node.node
-                if isinstance(target, nodes.Name) and target.name == "steps":
-                    if isinstance(node, nodes.Getattr):
-                        found.add(node.attr)
-                    elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                        found.add(node.arg.value)
+            for attr in ast.find_all(nodes.Getattr):
+                if isinstance(attr.node, nodes.Name) and attr.node.name == "steps":
+                    found.add(attr.attr)
+            for item in ast.find_all(nodes.Getitem):
+                if (
+                    isinstance(item.node, nodes.Name)
+                    and item.node.name == "steps"
+                    and isinstance(item.arg, nodes.Const)
+                    and isinstance(item.arg.value, str)
+                ):
+                    found.add(item.arg.value)
     except TemplateError as exc:
         raise TemplateProblem(_one_line(exc)) from None
     return found

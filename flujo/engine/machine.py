@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flujo.domain import errors
+from flujo.domain.templates import TemplateProblem, evaluate, render_value
 from flujo.domain.usage import Usage
 from flujo.engine.commands import CancelStep, Command, FinishRun, LaunchStep, Outcome
 from flujo.engine.events import (
@@ -42,7 +43,6 @@ from flujo.engine.events import (
 )
 from flujo.engine.plan import Plan, child_path, split_scope
 from flujo.engine.state import Breach, RunState, StepState
-from flujo.domain.templates import TemplateProblem, evaluate, render_value
 from flujo.spec.limits import UsageLimits
 from flujo.spec.pipeline import PipelineSpec, RetrySpec, StepSpec
 
@@ -290,7 +290,10 @@ def _start_map(b: _Batch, s: StepState, spec: StepSpec, data: Any) -> None:
         return
     if len(items) > mp.max_items:
         _node_failed(
-            b, s, errors.CONFIG, f"map over {len(items)} items exceeds maxItems={mp.max_items}",
+            b,
+            s,
+            errors.CONFIG,
+            f"map over {len(items)} items exceeds maxItems={mp.max_items}",
             s.path,
         )
         return
@@ -515,7 +518,9 @@ def _merge(s: StepState, spec: StepSpec) -> Any:
     for k in ok:
         value = s.results[k]
         if not isinstance(value, dict):
-            return _MergeError(f"merge: branch {k!r} returned {type(value).__name__}, not an object")
+            return _MergeError(
+                f"merge: branch {k!r} returned {type(value).__name__}, not an object"
+            )
         merged.update(value)
     return merged
 
@@ -597,12 +602,18 @@ def _governor_after(
     breach: Breach | None = None
     if limits.max_cost_usd is not None and usage.cost_usd > limits.max_cost_usd + _EPS:
         breach = Breach(
-            limit="cost", limit_value=limits.max_cost_usd, value=usage.cost_usd, path=path,
+            limit="cost",
+            limit_value=limits.max_cost_usd,
+            value=usage.cost_usd,
+            path=path,
             when="after",
         )
     elif limits.max_tokens is not None and usage.total_tokens > limits.max_tokens:
         breach = Breach(
-            limit="tokens", limit_value=limits.max_tokens, value=usage.total_tokens, path=path,
+            limit="tokens",
+            limit_value=limits.max_tokens,
+            value=usage.total_tokens,
+            path=path,
             when="after",
         )
     if breach is None:
@@ -664,8 +675,9 @@ def describe_breach(breach: Breach) -> str:
 def _backoff(
     retry: RetrySpec, tries: int, seed: int, path: str, retry_after: float | None
 ) -> float:
-    base = min(retry.backoff_seconds * retry.backoff_multiplier ** (tries - 1),
-               retry.max_backoff_seconds)
+    base = min(
+        retry.backoff_seconds * retry.backoff_multiplier ** (tries - 1), retry.max_backoff_seconds
+    )
     digest = hashlib.sha256(f"{seed}:{path}:{tries}".encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2**64
     delay = base * (1 + retry.jitter * (2 * fraction - 1))

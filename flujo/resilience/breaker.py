@@ -277,8 +277,8 @@ class AgentBreaker:
     def _open_error(self, why: str, retry_after: float | None) -> AgentError:
         return AgentError(
             CIRCUIT_OPEN,
-            f"agent {self.name!r}: circuit breaker {why} after {self.fail_max} consecutive "
-            "transient failures; the call was not sent. Check the endpoint's health",
+            f"agent {self.name!r}: circuit breaker {why} (it opens after {self.fail_max} "
+            "consecutive transient failures); the call was not sent; check the endpoint's health",
             retry_after=retry_after,
         )
 

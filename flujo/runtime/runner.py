@@ -109,7 +109,9 @@ class RunResult:
                     **({"iterations": s.iteration} if s.kind == "loop" else {}),
                     **({"branch": s.branch} if s.branch else {}),
                     "output": s.output,
-                    **({"errorClass": s.error_class, "message": s.message} if s.error_class else {}),
+                    **(
+                        {"errorClass": s.error_class, "message": s.message} if s.error_class else {}
+                    ),
                     "usage": s.usage.model_dump(by_alias=True),
                 }
                 for path, s in self.state.steps.items()
@@ -191,14 +193,16 @@ class _Execution:
         self.ready: deque[Event] = deque()
         self.results: asyncio.Queue[Event] = asyncio.Queue()
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.cancelling: set[asyncio.Task[None]] = set()
         self.agents: dict[str, Agent | AgentError] = {}
         self.outcome: Outcome | None = None
 
     async def run(self, input: Any) -> RunResult:
         deadline = self._deadline()
         timer = (
-            asyncio.get_running_loop().call_later(deadline, self.results.put_nowait,
-                                                  DeadlineReached())
+            asyncio.get_running_loop().call_later(
+                deadline, self.results.put_nowait, DeadlineReached()
+            )
             if deadline
             else None
         )
@@ -227,8 +231,9 @@ class _Execution:
 
     async def _drain(self) -> None:
         """No task outlives its run."""
-        tasks = list(self.tasks.values())
+        tasks = [*self.tasks.values(), *self.cancelling]
         self.tasks.clear()
+        self.cancelling.clear()
         for task in tasks:
             task.cancel()
         if tasks:
@@ -249,6 +254,8 @@ class _Execution:
             task = self.tasks.pop(command.path, None)
             if task is not None:
                 task.cancel()
+                self.cancelling.add(task)
+                task.add_done_callback(self.cancelling.discard)
         elif isinstance(command, FinishRun):
             self.outcome = command.outcome
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from flujo.spec.base import API_VERSION, ObjectMeta, SpecModel
+from flujo.spec.base import ObjectMeta, SpecModel
 from flujo.spec.pipeline import RetrySpec
 
 __all__ = [
@@ -145,7 +145,7 @@ class AgentSpec(SpecModel):
 class AgentManifest(SpecModel):
     """An ``Agent`` object, as in a YAML file or the cluster."""
 
-    api_version: Literal["flujo.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    api_version: Literal["flujo.dev/v1alpha1"] = Field("flujo.dev/v1alpha1", alias="apiVersion")
     kind: Literal["Agent"] = "Agent"
     metadata: ObjectMeta
     spec: AgentSpec

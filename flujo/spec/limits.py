@@ -26,11 +26,12 @@ class UsageLimits(SpecModel):
         if defaults is None:
             return self
         return UsageLimits(
-            max_cost_usd=self.max_cost_usd if self.max_cost_usd is not None
+            max_cost_usd=self.max_cost_usd
+            if self.max_cost_usd is not None
             else defaults.max_cost_usd,
             max_tokens=self.max_tokens if self.max_tokens is not None else defaults.max_tokens,
-            max_launches=self.max_launches if self.max_launches is not None
+            max_launches=self.max_launches
+            if self.max_launches is not None
             else defaults.max_launches,
-            max_seconds=self.max_seconds if self.max_seconds is not None
-            else defaults.max_seconds,
+            max_seconds=self.max_seconds if self.max_seconds is not None else defaults.max_seconds,
         )

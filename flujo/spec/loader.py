@@ -27,6 +27,7 @@ MAX_FILE_BYTES = 4 << 20
 MAX_YAML_DEPTH = 64
 KINDS: dict[str, type[BaseModel]] = {"Pipeline": PipelineManifest, "Agent": AgentManifest}
 IGNORED_KINDS = frozenset({"PipelineRun"})
+UNKNOWN_KEY = "unknown step kind or field "
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,14 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise yaml.composer.ComposerError(
                 None, None, "YAML aliases (*name) are not allowed in Flujo manifests", mark
             )
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise yaml.composer.ComposerError(
                     None, None, f"YAML nested deeper than {MAX_YAML_DEPTH} levels", mark
                 )
@@ -125,7 +126,7 @@ class _Doc:
             if candidate in self.lines:
                 current = candidate
                 kept.append(part)
-        missing = [p for p in loc[len(kept):] if isinstance(p, str)]
+        missing = [p for p in loc[len(kept) :] if isinstance(p, str)]
         if missing and len(missing) == 1:
             kept.append(missing[0])
         return kept
@@ -184,7 +185,7 @@ def _parse(text: str, source: str) -> Iterator[_Doc]:
 def _clean(msg: str) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            return msg[len(prefix):]
+            return msg[len(prefix) :]
     return msg
 
 
@@ -207,9 +208,7 @@ def load_documents(text: str, source: str = "<input>") -> Documents:
             continue
         line = doc.lines.get(())
         if not isinstance(doc.data, dict):
-            out.problems.append(
-                Problem(source, f"document {doc.index + 1} is not a mapping", line)
-            )
+            out.problems.append(Problem(source, f"document {doc.index + 1} is not a mapping", line))
             continue
         kind = doc.data.get("kind")
         if kind in IGNORED_KINDS:
@@ -234,6 +233,10 @@ def load_documents(text: str, source: str = "<input>") -> Documents:
                 msg = _clean(err["msg"])
                 if err["type"] == "extra_forbidden":
                     msg = f"unknown field {loc[-1]!r}"
+                elif err["type"] == "missing":
+                    msg = f"missing required field {loc[-1]!r}"
+                elif msg.startswith(UNKNOWN_KEY):
+                    loc = (*loc, msg[len(UNKNOWN_KEY) :].split("'")[1])
                 out.problems.append(
                     Problem(source, msg, doc.line_of(loc), format_loc(doc.yaml_loc(loc)))
                 )

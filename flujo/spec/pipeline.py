@@ -195,7 +195,7 @@ class PipelineSpec(SpecModel):
 class PipelineManifest(SpecModel):
     """A ``Pipeline`` object, as in a YAML file or the cluster."""
 
-    api_version: Literal["flujo.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    api_version: Literal["flujo.dev/v1alpha1"] = Field("flujo.dev/v1alpha1", alias="apiVersion")
     kind: Literal["Pipeline"] = "Pipeline"
     metadata: ObjectMeta
     spec: PipelineSpec

@@ -8,6 +8,7 @@ at once: an author fixing a file should not discover errors one per run.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +28,9 @@ class Finding:
     message: str
 
 
-def walk_steps(steps: list[StepSpec], loc: Loc = ("spec", "steps"), depth: int = 0) -> Iterator[
-    tuple[StepSpec, Loc, int]
-]:
+def walk_steps(
+    steps: list[StepSpec], loc: Loc = ("spec", "steps"), depth: int = 0
+) -> Iterator[tuple[StepSpec, Loc, int]]:
     """Every step with its location and container depth, in document order."""
     for i, step in enumerate(steps):
         here = (*loc, i)
@@ -70,8 +71,11 @@ def check_pipeline(spec: PipelineSpec) -> list[Finding]:
     for step, loc, depth in steps:
         if step.name in seen:
             found.append(
-                Finding((*loc, "name"), f"duplicate step name {step.name!r} (step names must be "
-                        f"unique in a pipeline; first used at {_dotted(seen[step.name])})")
+                Finding(
+                    (*loc, "name"),
+                    f"duplicate step name {step.name!r} (step names must be "
+                    f"unique in a pipeline; first used at {_dotted(seen[step.name])})",
+                )
             )
         else:
             seen[step.name] = loc
@@ -84,35 +88,56 @@ def check_pipeline(spec: PipelineSpec) -> list[Finding]:
             names: set[str] = set()
             for j, branch in enumerate(branches):
                 if branch.name in names:
-                    found.append(Finding((*loc, where, "branches", j, "name"),
-                                         f"duplicate branch name {branch.name!r}"))
+                    found.append(
+                        Finding(
+                            (*loc, where, "branches", j, "name"),
+                            f"duplicate branch name {branch.name!r}",
+                        )
+                    )
                 names.add(branch.name)
         if step.conditional is not None and step.conditional.default is not None:
             names = {b.name for b in step.conditional.branches}
             if step.conditional.default not in names:
-                found.append(Finding((*loc, "conditional", "default"),
-                                     f"default {step.conditional.default!r} names no branch"))
+                found.append(
+                    Finding(
+                        (*loc, "conditional", "default"),
+                        f"default {step.conditional.default!r} names no branch",
+                    )
+                )
         if step.retry is not None:
             for j, cls in enumerate(step.retry.retry_on):
                 if cls not in ERROR_CLASSES:
-                    found.append(Finding((*loc, "retry", "retryOn", j),
-                                         f"unknown error class {cls!r} (known: "
-                                         f"{', '.join(sorted(ERROR_CLASSES))})"))
+                    found.append(
+                        Finding(
+                            (*loc, "retry", "retryOn", j),
+                            f"unknown error class {cls!r} (known: "
+                            f"{', '.join(sorted(ERROR_CLASSES))})",
+                        )
+                    )
     names_all = set(seen)
     for step, loc, _ in steps:
-        for source, expression, where in _templates(step, loc):
+        for source, expression, at in _templates(step, loc):
             try:
                 unknown_steps = referenced_steps(source, expression) - names_all
                 unknown_vars = undeclared_names(source, expression)
             except TemplateProblem as exc:
-                found.append(Finding(where, f"invalid template: {exc}"))
+                found.append(Finding(at, f"invalid template: {exc}"))
                 continue
             for name in sorted(unknown_steps):
-                found.append(Finding(where, f"template references unknown step {name!r}"))
+                found.append(
+                    Finding(
+                        at, f"template references unknown step {name!r}" + _hint(name, names_all)
+                    )
+                )
             for name in sorted(unknown_vars):
-                found.append(Finding(where, f"template uses unknown variable {name!r} (known: "
-                                     "input, previous_step, steps, output, iteration, item, "
-                                     "index, branch)"))
+                found.append(
+                    Finding(
+                        at,
+                        f"template uses unknown variable {name!r} (known: "
+                        "input, previous_step, steps, output, iteration, item, "
+                        "index, branch)",
+                    )
+                )
     return found
 
 
@@ -128,10 +153,15 @@ def check_agents(spec: PipelineSpec, known: Iterable[str]) -> list[Finding]:
     """One finding per reference to an agent the registry does not know."""
     names = set(known)
     return [
-        Finding(loc, f"unknown agent {name!r}")
+        Finding(loc, f"unknown agent {name!r}" + _hint(name, names))
         for name, loc in agent_references(spec)
         if name not in names
     ]
+
+
+def _hint(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _dotted(loc: Loc) -> str:

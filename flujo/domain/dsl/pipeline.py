@@ -107,7 +107,7 @@ class Pipeline:
         from flujo.spec.loader import load_documents
 
         docs = load_documents(text, source="<yaml>")
-        pipelines = [d for d in docs.pipelines]
+        pipelines = list(docs.pipelines)
         if len(pipelines) != 1:
             raise ValueError(f"expected one Pipeline document, found {len(pipelines)}")
         return cls.from_manifest(pipelines[0])

@@ -1,0 +1,5 @@
+"""``python -m flujo`` is the ``flujo`` command."""
+
+from flujo.cli import main
+
+main()

@@ -1,0 +1,3 @@
+"""Shared fixtures. Protocol servers live in tests/servers."""
+
+pytest_plugins = ["tests.servers.fixtures"]
