@@ -364,21 +364,25 @@ def test_bucket_refills_after_idle_time_but_not_beyond_burst() -> None:
 
 
 def test_cancelled_waiter_returns_its_slot() -> None:
-    limiter = RateLimiter(requests_per_second=1, burst=1)
+    delays: list[float] = []
 
-    async def scenario() -> float:
-        await limiter.acquire()  # takes the burst
-        waiter = asyncio.create_task(limiter.acquire())  # would wait ~1s
-        await asyncio.sleep(0)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await limiter.acquire()  # the next one waits ~1s, not ~2s
-        return loop.time() - start
+    async def sleep_forever(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.Event().wait()
 
-    assert asyncio.run(scenario()) < 1.5
+    limiter = RateLimiter(requests_per_second=1, burst=1, clock=lambda: 0.0, sleep=sleep_forever)
+
+    async def scenario() -> None:
+        await limiter.acquire()  # takes the burst, no wait
+        for _ in range(2):  # each waiter is cancelled while waiting
+            waiter = asyncio.create_task(limiter.acquire())
+            await asyncio.sleep(0)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+
+    asyncio.run(scenario())
+    assert delays == [1.0, 1.0]  # the second waiter got the first's slot back, not 2.0
 
 
 def test_token_budget_is_debited_and_waited_out() -> None:
@@ -437,15 +441,14 @@ def test_open_breaker_fails_fast_without_waiting_for_a_rate_slot(
 ) -> None:
     openai_server.script(error(500, "x"))
     breakers = BreakerRegistry(fail_max=1, reset_timeout=60)
-    limiters = RateLimiterRegistry()
+    fake = FakeTime()
+    limiters = RateLimiterRegistry(clock=fake.clock, sleep=fake.sleep)
 
     async def scenario(agent: Agent) -> list[str]:
         assert isinstance(agent, ResilientAgent) and agent.limiter is not None
-        seen = await outcomes(agent, 1)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        seen = await outcomes(agent, 1)  # takes the only burst slot, then opens
         seen += await outcomes(agent, 5)  # a slot every 10s: these must not queue
-        assert loop.time() - start < 5
+        assert fake.sleeps == []
         return seen
 
     seen = with_agent(

@@ -37,11 +37,13 @@ class Recorder(BaseAgent):
         self.fail_first = fail_first
         self.error_class = error_class
         self.started: list[str] = []
+        self.first_start = asyncio.Event()
         self.cancelled: list[str] = []
         self.finished: list[str] = []
 
     async def run(self, data: Any, context: AgentContext) -> AgentOutput:
         self.started.append(f"{context.step_path}#{context.attempt}")
+        self.first_start.set()
         try:
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
@@ -57,7 +59,7 @@ def test_fail_fast_cancels_in_flight_tasks_and_leaves_no_task_behind() -> None:
     slow = Recorder(delay=30)
 
     async def boom(_: Any) -> Any:
-        await asyncio.sleep(0.05)  # let the slow branch start its call
+        await slow.first_start.wait()  # fail only once the slow call is in flight
         raise AgentError(errors.PERMANENT, "bad request")
 
     p = Pipeline([ParallelStep("p", {"slow": Step("s", slow), "fast": Step("f", boom)})])

@@ -42,7 +42,7 @@ from flujo.engine.events import (
     StepSucceeded,
 )
 from flujo.engine.plan import Plan, child_path, split_scope
-from flujo.engine.state import Breach, RunState, StepState
+from flujo.engine.state import Breach, DeferredLaunch, RunState, StepState
 from flujo.spec.limits import UsageLimits
 from flujo.spec.pipeline import PipelineSpec, RetrySpec, StepSpec
 
@@ -52,10 +52,18 @@ _EPS = 1e-9
 _NO_RETRY = RetrySpec(max_attempts=1)
 
 
-def new_run(pipeline: PipelineSpec, limits: UsageLimits | None = None) -> RunState:
-    """A fresh, pending run; the run's limits fall back to the pipeline's."""
+def new_run(
+    pipeline: PipelineSpec,
+    limits: UsageLimits | None = None,
+    agent_caps: Mapping[str, float] | None = None,
+) -> RunState:
+    """A fresh, pending run; the run's limits fall back to the pipeline's.
+
+    ``agent_caps`` (agent → maximum cost of one call) turn on budget
+    reservation under ``maxCostUsd``: see :func:`_launch`.
+    """
     merged = (limits or UsageLimits()).merged_over(pipeline.usage_limits)
-    return RunState(pipeline=pipeline, limits=merged)
+    return RunState(pipeline=pipeline, limits=merged, agent_caps=dict(agent_caps or {}))
 
 
 def plan_of(state: RunState) -> Plan:
@@ -96,6 +104,8 @@ def advance(state: RunState, event: Event) -> tuple[RunState, list[Command]]:
             state.ignored_events += 1
         else:
             handler(batch, event)
+            if state.deferred:
+                _resume_deferred(batch)
         return state, batch.commands()
     except Exception as exc:  # the machine must never raise: a bug fails the run
         return state, _internal_failure(state, batch, exc)
@@ -140,6 +150,8 @@ def _settle(b: _Batch, path: str, attempt: int, usage: Usage) -> StepState | Non
         st.ignored_events += 1
         return None
     s.settled = attempt
+    if attempt == s.attempt:
+        st.reserved.pop(path, None)
     if not usage.is_zero:
         s.usage = s.usage + usage
         st.usage = st.usage + usage
@@ -316,6 +328,15 @@ def _launch(b: _Batch, s: StepState, agent: str, delay: float, spec: StepSpec) -
         )
         _fail_run(b, "UsageLimitExceeded", errors.USAGE_LIMIT, describe_breach(st.breach), s.path)
         return
+    cap = st.agent_caps.get(agent) if st.limits.max_cost_usd is not None else None
+    if cap is not None and st.reserved and not _fits(st, cap):
+        # Reservation: wait until calls in flight settle and release budget.
+        s.agent = agent
+        s.phase = "running"
+        st.deferred.append(DeferredLaunch(path=s.path, agent=agent, delay_seconds=delay))
+        return
+    if cap is not None:
+        st.reserved[s.path] = cap
     s.attempt += 1
     s.tries_on_agent += 1
     s.agent = agent
@@ -335,6 +356,28 @@ def _launch(b: _Batch, s: StepState, agent: str, delay: float, spec: StepSpec) -
         timeout_seconds=spec.timeout_seconds,
         call_index=index,
     )
+
+
+def _fits(st: RunState, cap: float) -> bool:
+    limit = st.limits.max_cost_usd
+    assert limit is not None
+    return st.usage.cost_usd + sum(st.reserved.values()) + cap <= limit + _EPS
+
+
+def _resume_deferred(b: _Batch) -> None:
+    """Launch waiting steps, in order, while their reservations fit."""
+    st = b.state
+    while st.deferred and not st.finished:
+        waiting = st.deferred[0]
+        s = st.steps[waiting.path]
+        if s.phase != "running" or waiting.path in st.running:
+            st.deferred.pop(0)
+            continue
+        cap = st.agent_caps.get(waiting.agent, 0.0)
+        if st.reserved and not _fits(st, cap):
+            return
+        st.deferred.pop(0)
+        _launch(b, s, waiting.agent, waiting.delay_seconds, b.plan.nodes[s.name].spec)
 
 
 # --- completion and failure -------------------------------------------------
@@ -528,6 +571,7 @@ def _merge(s: StepState, spec: StepSpec) -> Any:
 def _cancel_under(b: _Batch, prefix: str, reason: str) -> None:
     st = b.state
     marker = prefix + "/"
+    st.deferred = [d for d in st.deferred if not d.path.startswith(marker)]
     for path in [p for p in st.running if p.startswith(marker)]:
         _cancel(b, path, reason)
     for s in st.steps.values():
@@ -538,6 +582,7 @@ def _cancel_under(b: _Batch, prefix: str, reason: str) -> None:
 def _cancel(b: _Batch, path: str, reason: str) -> None:
     st = b.state
     st.running.pop(path, None)
+    st.reserved.pop(path, None)
     s = st.steps[path]
     s.phase = "cancelled"
     withdrawn = b.launches.pop(path, None)
@@ -568,6 +613,7 @@ def _fail_run(
     st = b.state
     if st.finished:
         return
+    st.deferred.clear()
     for running in sorted(st.running):
         _cancel(b, running, f"run stopped: {reason}")
     for s in st.steps.values():

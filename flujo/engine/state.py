@@ -19,7 +19,7 @@ from flujo.engine.commands import Outcome
 from flujo.spec.limits import UsageLimits
 from flujo.spec.pipeline import PipelineSpec
 
-__all__ = ["Breach", "RunPhase", "RunState", "StepPhase", "StepState"]
+__all__ = ["Breach", "DeferredLaunch", "RunPhase", "RunState", "StepPhase", "StepState"]
 
 StepPhase = Literal["running", "succeeded", "failed", "cancelled"]
 RunPhase = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -62,6 +62,15 @@ class StepState:
     scope_phases: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class DeferredLaunch:
+    """An agent step waiting for budget: its worst-case cost does not fit yet."""
+
+    path: str
+    agent: str
+    delay_seconds: float = 0.0
+
+
 class Breach(BaseModel):
     """The governor's record of the first limit crossed."""
 
@@ -93,6 +102,12 @@ class RunState(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     launches: int = 0
     agent_calls: dict[str, int] = Field(default_factory=dict)
+    agent_caps: dict[str, float] = Field(default_factory=dict)
+    """Agent → declared maximum cost of one call (``pricing.maxCostPerCall``)."""
+    reserved: dict[str, float] = Field(default_factory=dict)
+    """Calls in flight → the cost reserved for them under ``maxCostUsd``."""
+    deferred: list[DeferredLaunch] = Field(default_factory=list)
+    """Launches waiting until reserved budget is released, in launch order."""
     breach: Breach | None = None
     outcome: Outcome | None = None
     ignored_events: int = 0

@@ -166,6 +166,15 @@ class Flujo:
                 [Problem(source, f.message, None, format_loc(f.loc)) for f in findings]
             )
 
+    def _agent_caps(self) -> dict[str, float]:
+        """Declared per-call cost caps, which turn on budget reservation."""
+        caps: dict[str, float] = {}
+        for entry in self.registry.list():
+            pricing = entry.spec.pricing if entry.spec is not None else None
+            if pricing is not None and pricing.max_cost_per_call is not None:
+                caps[entry.name] = pricing.max_cost_per_call
+        return caps
+
     def run(self, input: Any = None) -> RunResult:
         """Run to completion from synchronous code."""
         try:
@@ -175,7 +184,7 @@ class Flujo:
         raise RuntimeError("Flujo.run() called inside an event loop; use await run_async()")
 
     async def run_async(self, input: Any = None) -> RunResult:
-        execution = _Execution(self, new_run(self.spec, self.usage_limits))
+        execution = _Execution(self, new_run(self.spec, self.usage_limits, self._agent_caps()))
         try:
             return await execution.run(input)
         finally:

@@ -202,12 +202,14 @@ class PipelineManifest(SpecModel):
     status: Any = Field(None, exclude=True, description="Ignored when loading.")
 
     def to_data(self) -> dict[str, Any]:
-        data = self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json")
-        data["apiVersion"] = API_VERSION
-        data["kind"] = "Pipeline"
-        data["metadata"] = self.metadata.model_dump(exclude_none=True, exclude_defaults=True)
-        data["metadata"]["name"] = self.metadata.name
-        return data
+        metadata = self.metadata.model_dump(exclude_none=True, exclude_defaults=True)
+        metadata["name"] = self.metadata.name
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "Pipeline",
+            "metadata": metadata,
+            "spec": self.spec.to_data(),
+        }
 
 
 BranchSpec.model_rebuild()
