@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from flujo import (
     AgentManifest,
     AgentOutput,
@@ -31,6 +28,9 @@ from flujo.engine import (
 )
 from flujo.engine import new_run as engine_new_run
 from flujo.spec import PipelineSpec, UsageLimits
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from tests.enginekit import Driver, agent, spec
 from tests.servers import OpenAIServer, completion
 from tests.test_machine_properties import pipelines

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from flujo.agents.base import Agent, as_agent
 from flujo.agents.builtin import PRESET_PREFIX, BuiltinAgent, builtin_names
 from flujo.agents.scripted import ScriptedAgent
+from flujo.resilience.breaker import BreakerRegistry
 from flujo.spec.agent import AgentManifest, AgentSpec
 
 __all__ = ["AgentEntry", "AgentRegistry", "Provenance", "UnknownAgentError"]
@@ -65,13 +66,17 @@ def _now() -> str:
 class AgentRegistry:
     """Name → agent, with metadata. ``AgentRegistry()`` includes the built-ins."""
 
-    def __init__(self, *, builtins: bool = True, clock: Callable[[], str] = _now) -> None:
+    def __init__(
+        self,
+        *,
+        builtins: bool = True,
+        clock: Callable[[], str] = _now,
+        breakers: BreakerRegistry | None = None,
+    ) -> None:
         self._entries: dict[str, AgentEntry] = {}
         self._clock = clock
         self._remote: Any = None
-        from flujo.resilience.breaker import BreakerRegistry
-
-        self.breakers = BreakerRegistry()
+        self.breakers = breakers or BreakerRegistry()
         """One circuit breaker per remote agent, shared by every run of this registry."""
         if builtins:
             for name in builtin_names(presets_only=True):

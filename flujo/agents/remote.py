@@ -10,6 +10,10 @@ at build time, with ``AgentError(config)``, not at its first call.
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
+
 from flujo.agents.base import Agent
 from flujo.agents.http import HttpAgent
 from flujo.agents.openai import OpenAIAgent
@@ -26,6 +30,32 @@ __all__ = ["REMOTE_KINDS", "RemoteResources", "build_remote_agent"]
 REMOTE_KINDS: dict[str, type[RemoteAgent]] = {"openai": OpenAIAgent, "http": HttpAgent}
 
 
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(name: str, field: str, text: str, environ: Mapping[str, str] | None = None) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in an endpoint or model name.
+
+    This lets one manifest target any OpenAI-compatible server by setting
+    environment variables, without editing the file.  An unset variable
+    without a default is a ``config`` error naming it.
+    """
+    env = os.environ if environ is None else environ
+
+    def value(match: re.Match[str]) -> str:
+        var, default = match.group(1), match.group(2)
+        found = env.get(var)
+        if found:
+            return found
+        if default is not None:
+            return default
+        raise AgentError(
+            CONFIG, f"agent {name!r}: {field} uses ${{{var}}}, which is not set; export it"
+        )
+
+    return _VARIABLE.sub(value, text)
+
+
 def build_remote_agent(
     name: str,
     spec: AgentSpec,
@@ -37,6 +67,13 @@ def build_remote_agent(
     kind = REMOTE_KINDS.get(spec.type)
     if kind is None:
         raise AgentError(CONFIG, f"agent {name!r}: type {spec.type!r} is not a remote agent kind")
+    expanded = {
+        field: expand_env(name, field, value)
+        for field, value in (("endpoint", spec.endpoint), ("model", spec.model))
+        if value is not None and "${" in value
+    }
+    if expanded:
+        spec = spec.model_copy(update=expanded)
     agent = kind(name, spec, pool)
     breaker = breakers.get(name) if breakers is not None else None
     limiter = limiters.get(name, spec.rate_limit) if limiters is not None else None
