@@ -6,6 +6,7 @@ from typing import Any
 
 from flujo import AgentManifest, AgentRegistry, Flujo, Pipeline, Step
 from flujo.resilience import BreakerRegistry
+
 from tests.servers import OpenAIServer, completion, error
 
 
