@@ -137,3 +137,21 @@ def test_usage_limits_from_the_command_line(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["reason"] == "UsageLimitExceeded"
     proc = flujo("run", str(pipeline), "--max-cost", "-1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_agents_can_live_in_a_separate_file(tmp_path: Path) -> None:
+    agents = tmp_path / "agents.yaml"
+    agents.write_text(
+        "apiVersion: flujo.dev/v1alpha1\nkind: Agent\nmetadata: {name: greeter}\n"
+        "spec: {type: builtin, builtin: prepend, config: {prefix: 'hi '}}\n"
+    )
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "apiVersion: flujo.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\n"
+        "spec:\n  steps:\n    - {name: greet, agent: greeter}\n"
+    )
+    proc = flujo("run", str(pipeline), "--input", "bob")
+    assert proc.returncode == 2 and "unknown agent 'greeter'" in proc.stderr
+    proc = flujo("run", str(pipeline), "--agents", str(agents), "--input", "bob")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "hi bob"
