@@ -216,6 +216,31 @@ def _iter_steps(manifest: PipelineManifest) -> Any:
 
 
 @app.command()
+def crds(
+    output_dir: Annotated[Path, typer.Option(help="Where to write the CRD files.")] = Path("crds"),
+    check: Annotated[
+        bool, typer.Option(help="Write nothing; exit 1 if the files are out of date.")
+    ] = False,
+) -> None:
+    """Generate the CustomResourceDefinitions from the spec models."""
+    from flujo.spec.crd import render_crds
+
+    stale = []
+    for name, text in render_crds().items():
+        path = output_dir / name
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(str(path))
+        if not check:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if check and stale:
+        _fail([f"{p} is out of date; run 'flujo crds'" for p in stale], EXIT_FAILED)
+    typer.echo(f"{'checked' if check else 'wrote'} {output_dir} ({len(stale)} changed)")
+
+
+@app.command()
 def version() -> None:
     """Print Flujo's version."""
     from flujo import __version__

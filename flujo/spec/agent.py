@@ -125,7 +125,9 @@ class AgentSpec(SpecModel):
     builtin: str | None = Field(None, description="builtin: the transform's name.")
     config: dict[str, Any] = Field(default_factory=dict, description="builtin: its parameters.")
     responses: list[ScriptedResponse] = Field(
-        default_factory=list, description="scripted: canned answers, in call order."
+        default_factory=list,
+        max_length=1000,
+        description="scripted: canned answers, in call order.",
     )
 
     @model_validator(mode="after")

@@ -20,13 +20,18 @@ from pydantic import BaseModel, ValidationError
 
 from flujo.spec.agent import AgentManifest
 from flujo.spec.pipeline import PipelineManifest
+from flujo.spec.run import PipelineRunManifest
 
 __all__ = ["Documents", "Problem", "SpecError", "format_loc", "load_documents", "load_files"]
 
 MAX_FILE_BYTES = 4 << 20
 MAX_YAML_DEPTH = 64
-KINDS: dict[str, type[BaseModel]] = {"Pipeline": PipelineManifest, "Agent": AgentManifest}
-IGNORED_KINDS = frozenset({"PipelineRun"})
+KINDS: dict[str, type[BaseModel]] = {
+    "Pipeline": PipelineManifest,
+    "Agent": AgentManifest,
+    "PipelineRun": PipelineRunManifest,
+}
+IGNORED_KINDS: frozenset[str] = frozenset()
 UNKNOWN_KEY = "unknown step kind or field "
 
 
@@ -138,6 +143,7 @@ class Documents:
 
     pipelines: list[PipelineManifest] = field(default_factory=list)
     agents: list[AgentManifest] = field(default_factory=list)
+    runs: list[PipelineRunManifest] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     locators: dict[int, tuple[str, _Doc]] = field(default_factory=dict)
     """id(manifest) → (source, document), to place later (semantic) problems."""
@@ -155,6 +161,7 @@ class Documents:
     def extend(self, other: Documents) -> None:
         self.pipelines += other.pipelines
         self.agents += other.agents
+        self.runs += other.runs
         self.problems += other.problems
         self.locators.update(other.locators)
 
@@ -246,6 +253,8 @@ def load_documents(text: str, source: str = "<input>") -> Documents:
             out.pipelines.append(manifest)
         elif isinstance(manifest, AgentManifest):
             out.agents.append(manifest)
+        elif isinstance(manifest, PipelineRunManifest):
+            out.runs.append(manifest)
     return out
 
 

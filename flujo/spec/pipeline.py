@@ -30,7 +30,9 @@ from flujo.spec.limits import UsageLimits
 
 __all__ = [
     "CONTAINER_KINDS",
+    "MAX_BRANCHES",
     "MAX_DEPTH",
+    "MAX_SEQUENCE",
     "STEP_KINDS",
     "BranchSpec",
     "ConditionalSpec",
@@ -45,6 +47,11 @@ __all__ = [
 
 MAX_DEPTH = 6
 """Deepest nesting of containers (a loop in a parallel in a loop is depth 3)."""
+
+MAX_SEQUENCE = 200
+"""Steps in one sequence (pipeline, loop body, branch, map body)."""
+MAX_BRANCHES = 64
+"""Branches of one parallel or conditional step."""
 
 STEP_KINDS = ("agent", "loop", "conditional", "parallel", "map")
 CONTAINER_KINDS = ("loop", "conditional", "parallel", "map")
@@ -71,7 +78,9 @@ class BranchSpec(SpecModel):
     """A named sequence of steps inside a conditional or parallel step."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Branch name, part of step paths.")
-    steps: list[StepSpec] = Field(default_factory=list, description="Steps run in order.")
+    steps: list[StepSpec] = Field(
+        default_factory=list, max_length=MAX_SEQUENCE, description="Steps run in order."
+    )
 
 
 class LoopSpec(SpecModel):
@@ -87,21 +96,27 @@ class LoopSpec(SpecModel):
     on_max_iterations: Literal["fail", "succeed"] = Field(
         "fail", description="Outcome when the bound is hit before exitWhen holds."
     )
-    steps: list[StepSpec] = Field(min_length=1, description="The loop body.")
+    steps: list[StepSpec] = Field(
+        min_length=1, max_length=MAX_SEQUENCE, description="The loop body."
+    )
 
 
 class ConditionalSpec(SpecModel):
     """Evaluate ``condition`` and run the branch whose name equals its value."""
 
     condition: str = Field(description="Jinja expression giving a branch name (true/false too).")
-    branches: list[BranchSpec] = Field(min_length=1, description="Candidate branches.")
+    branches: list[BranchSpec] = Field(
+        min_length=1, max_length=MAX_BRANCHES, description="Candidate branches."
+    )
     default: str | None = Field(None, description="Branch taken when no name matches.")
 
 
 class ParallelSpec(SpecModel):
     """Run every branch concurrently, then merge their outputs."""
 
-    branches: list[BranchSpec] = Field(min_length=1, description="Branches run concurrently.")
+    branches: list[BranchSpec] = Field(
+        min_length=1, max_length=MAX_BRANCHES, description="Branches run concurrently."
+    )
     merge: MergeStrategy = Field(
         "dict",
         description="dict: {branch: output}; list: outputs in branch order; concat: strings "
@@ -119,7 +134,9 @@ class MapSpec(SpecModel):
     """Run the body once per item of a list, concurrently; the output is the list of results."""
 
     items: str = Field(description="Jinja expression giving the list to fan out over.")
-    steps: list[StepSpec] = Field(min_length=1, description="Body run per item.")
+    steps: list[StepSpec] = Field(
+        min_length=1, max_length=MAX_SEQUENCE, description="Body run per item."
+    )
     max_concurrency: int | None = Field(None, ge=1, description="Items running at once.")
     on_item_failure: FailurePolicy = Field("failFast", description="As parallel.onBranchFailure.")
     max_items: int = Field(1000, ge=1, le=100_000, description="Refuse lists longer than this.")
@@ -141,10 +158,10 @@ class StepSpec(SpecModel):
     fallback: str | None = Field(
         None, description="Agent used when the primary fails permanently or its circuit is open."
     )
-    loop: LoopSpec | None = None
-    conditional: ConditionalSpec | None = None
-    parallel: ParallelSpec | None = None
-    map: MapSpec | None = None
+    loop: LoopSpec | None = Field(None, description="Repeat a body of steps.")
+    conditional: ConditionalSpec | None = Field(None, description="Run one named branch.")
+    parallel: ParallelSpec | None = Field(None, description="Run branches concurrently.")
+    map: MapSpec | None = Field(None, description="Run a body once per list item.")
 
     @model_validator(mode="before")
     @classmethod
@@ -187,7 +204,9 @@ class PipelineSpec(SpecModel):
     """What a pipeline does: its steps, default limits and timeout."""
 
     description: str | None = Field(None, description="Free text for humans.")
-    steps: list[StepSpec] = Field(min_length=1, description="Top-level steps run in order.")
+    steps: list[StepSpec] = Field(
+        min_length=1, max_length=MAX_SEQUENCE, description="Top-level steps run in order."
+    )
     usage_limits: UsageLimits | None = Field(None, description="Default budget for runs.")
     timeout_seconds: float | None = Field(None, gt=0, description="Default run deadline.")
 
