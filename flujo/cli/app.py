@@ -215,6 +215,39 @@ def _iter_steps(manifest: PipelineManifest) -> Any:
     return walk_steps(manifest.spec.steps)
 
 
+@app.command("step-run")
+def step_run(
+    launch: Annotated[
+        Path, typer.Option(envvar="FLUJO_LAUNCH_FILE", help="The launch document (JSON).")
+    ] = Path("/etc/flujo/launch.json"),
+    termination_log: Annotated[
+        Path, typer.Option(envvar="FLUJO_TERMINATION_LOG", help="Where the envelope goes.")
+    ] = Path("/dev/termination-log"),
+) -> None:
+    """Execute one step launch (what a step-runner pod runs)."""
+    from pydantic import ValidationError
+
+    from flujo.runtime.envelope import encode_result
+    from flujo.runtime.step_runner import EXIT_FAILED_STEP, run_document
+
+    try:
+        text = launch.read_text(encoding="utf-8")
+        event = run_document(text)
+    except OSError as exc:
+        _fail([f"{launch}: cannot read the launch document: {exc.strerror or exc}"])
+    except (ValueError, ValidationError) as exc:
+        _fail([f"{launch}: not a launch document: {str(exc).splitlines()[0]}"])
+    message, log = encode_result(event)
+    sys.stdout.write(log)
+    sys.stdout.flush()
+    try:
+        termination_log.write_text(message, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"warning: cannot write {termination_log}: {exc.strerror or exc}", err=True)
+    if isinstance(event, StepFailed):
+        raise typer.Exit(EXIT_FAILED_STEP)
+
+
 @app.command()
 def crds(
     output_dir: Annotated[Path, typer.Option(help="Where to write the CRD files.")] = Path("crds"),

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flujo.agents.base import Agent, AgentContext, AgentOutput
+from flujo.agents.base import Agent
 from flujo.agents.registry import AgentRegistry, UnknownAgentError
 from flujo.domain import errors
 from flujo.domain.dsl.pipeline import Pipeline
@@ -34,12 +34,11 @@ from flujo.engine import (
     RunCancelled,
     RunStarted,
     RunState,
-    StepFailed,
     StepState,
-    StepSucceeded,
     advance,
     new_run,
 )
+from flujo.runtime.calls import call_agent, context_for, crashed, failed, succeeded
 from flujo.spec.limits import UsageLimits
 from flujo.spec.loader import Problem, SpecError
 from flujo.spec.pipeline import PipelineManifest, PipelineSpec
@@ -283,84 +282,22 @@ class _Execution:
     def _launch(self, cmd: LaunchStep) -> None:
         agent = self._agent(cmd.agent)
         if isinstance(agent, AgentError):
-            self.ready.append(_failed(cmd, agent))
+            self.ready.append(failed(cmd, agent))
             return
         if agent.supports_sync and not cmd.delay_seconds and cmd.timeout_seconds is None:
-            context = _context(cmd)
             try:
-                out = agent.run_sync(cmd.input, context)
+                out = agent.run_sync(cmd.input, context_for(cmd))
             except AgentError as exc:
-                self.ready.append(_failed(cmd, exc))
+                self.ready.append(failed(cmd, exc))
             except Exception as exc:
-                self.ready.append(_crashed(cmd, exc))
+                self.ready.append(crashed(cmd, exc))
             else:
-                self.ready.append(_succeeded(cmd, out))
+                self.ready.append(succeeded(cmd, out))
             return
         self.tasks[cmd.path] = asyncio.create_task(self._call(agent, cmd), name=cmd.path)
 
     async def _call(self, agent: Agent, cmd: LaunchStep) -> None:
-        event: Event
-        try:
-            if cmd.delay_seconds:
-                await asyncio.sleep(cmd.delay_seconds)
-            call = agent.run(cmd.input, _context(cmd))
-            if cmd.timeout_seconds is not None:
-                out = await asyncio.wait_for(call, cmd.timeout_seconds)
-            else:
-                out = await call
-            event = _succeeded(cmd, out)
-        except AgentError as exc:
-            event = _failed(cmd, exc)
-        except TimeoutError:
-            event = StepFailed(
-                path=cmd.path,
-                attempt=cmd.attempt,
-                error_class=errors.TIMEOUT,
-                message=f"agent {cmd.agent!r} gave no answer within {cmd.timeout_seconds:g}s",
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            event = _crashed(cmd, exc)
+        event = await call_agent(agent, cmd)
         if self.tasks.get(cmd.path) is asyncio.current_task():
             del self.tasks[cmd.path]
         self.results.put_nowait(event)
-
-
-def _context(cmd: LaunchStep) -> AgentContext:
-    return AgentContext(
-        step_path=cmd.path,
-        step_name=cmd.step,
-        attempt=cmd.attempt,
-        agent_name=cmd.agent,
-        timeout_seconds=cmd.timeout_seconds,
-        call_index=cmd.call_index,
-    )
-
-
-def _succeeded(cmd: LaunchStep, out: AgentOutput) -> StepSucceeded:
-    return StepSucceeded.model_construct(
-        path=cmd.path, attempt=cmd.attempt, output=out.output, usage=out.usage
-    )
-
-
-def _failed(cmd: LaunchStep, exc: AgentError) -> StepFailed:
-    usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
-    return StepFailed(
-        path=cmd.path,
-        attempt=cmd.attempt,
-        error_class=exc.error_class,
-        message=exc.message,
-        usage=usage,
-        retry_after=exc.retry_after,
-    )
-
-
-def _crashed(cmd: LaunchStep, exc: Exception) -> StepFailed:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return StepFailed(
-        path=cmd.path,
-        attempt=cmd.attempt,
-        error_class=errors.AGENT_ERROR,
-        message=f"agent {cmd.agent!r} raised {type(exc).__name__}: {text}".rstrip(": "),
-    )

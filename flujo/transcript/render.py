@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from flujo.domain import errors
 from flujo.domain.usage import Usage
 from flujo.engine import (
@@ -52,7 +54,6 @@ from flujo.engine import (
 from flujo.engine.plan import Plan
 from flujo.spec.limits import UsageLimits
 from flujo.spec.pipeline import PipelineSpec, StepSpec
-from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from flujo.runtime.runner import RunResult
@@ -70,10 +71,10 @@ __all__ = [
 FORMAT_VERSION = 1
 """Bumped whenever the layout changes, so a golden diff names its cause."""
 
-PREVIEW_CHARS = 72
+PREVIEW_CHARS = 96
 """Values whose canonical JSON is longer than this are shown abbreviated."""
 
-_HEAD_CHARS = 48
+_HEAD_CHARS = 64
 _VERB = 10
 _PAD = " " * 4
 

@@ -1,0 +1,167 @@
+"""Engine-overhead workloads on Flujo 0.6.11 from PyPI (a different project also named ``flujo``).
+
+Runs inside ``.bench/flujo0611`` (made by ``benchmarks/peers/setup.sh``; Python >= 3.12,
+opentelemetry-api/-sdk 1.39.1) and prints one JSON object on stdout; progress and
+Flujo 0.6.11's own logging go to stderr.  Run it from an empty scratch directory:
+its default configuration writes ``flujo_ops.db`` (and a lock file) into the cwd.
+``benchmarks/engine_overhead.py`` does all of that for you.
+
+The trivial step is the shared :func:`overhead_common.ainc` wrapped with
+``Step.from_callable`` (0.6.11 wraps async callables only).  Pipelines:
+
+- chain: ``Pipeline.model_validate({"steps": [...]})`` (what ``>>`` builds, without
+  the quadratic re-copying);
+- loop: ``Step.loop_until(body, exit_condition_callable=lambda out, ctx: out >= 1000,
+  max_loops=1000)``;
+- fanout: ``Step.parallel(branches={...}, reduce=<first branch's result>)``; 0.6.11's
+  native parallel output is ``{branch: output}`` and ``reduce`` is its hook to merge.
+
+Configurations (``--variants``):
+
+- ``in-memory``: ``Flujo(pipeline, persist_state=False)`` (run state kept in memory,
+  nothing serialised or persisted) with the ``flujo`` logger at WARNING, as 0.6.11 itself
+  sets it in CI/test mode (at INFO it logs a governance line per step);
+- ``default``: ``Flujo(pipeline)``: SQLite state backend (``./flujo_ops.db``), INFO logging;
+  it serialises the whole run state after every step, so its per-step cost grows with
+  run length and long runs are cut by ``--budget-s`` (reported as a lower bound);
+- ``memory-backend`` (not run unless asked): ``Flujo(pipeline,
+  state_backend=InMemoryBackend())``, the same serialisation into a dict.
+
+Each configuration is timed through ``Flujo.run()`` (sync) and, for ``in-memory``,
+also ``await Flujo.run_result_async()`` in one event loop; the faster mode is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import overhead_common as oc
+from flujo import Flujo, Pipeline, Step
+from flujo.domain.dsl.loop import LoopStep
+from flujo.domain.dsl.parallel import ParallelStep
+from flujo.state.backends.memory import InMemoryBackend
+
+VARIANTS: dict[str, str] = {
+    "in-memory": (
+        "Flujo(pipeline, persist_state=False): state in memory only, no persistence; "
+        "'flujo' logger at WARNING"
+    ),
+    "default": (
+        "Flujo(pipeline) as shipped: SQLite state backend (flujo_ops.db in a scratch cwd), "
+        "tracing on, INFO logging"
+    ),
+    "memory-backend": (
+        "Flujo(pipeline, state_backend=InMemoryBackend()): state serialised after every "
+        "step into a dict; 'flujo' logger at WARNING"
+    ),
+}
+DEFAULT_VARIANTS = ("in-memory", "default")
+
+
+def _first_branch(results: list[Any], _context: object) -> Any:
+    """Parallel reducer: the first branch's StepResult (branch order is declaration order)."""
+    return results[0]
+
+
+def build(workload: str) -> Pipeline[Any, Any]:
+    """The workload as a Flujo 0.6.11 pipeline."""
+    if workload == "chain":
+        steps = [Step.from_callable(oc.ainc, name=f"s{i}") for i in range(oc.CHAIN_STEPS)]
+        return Pipeline.model_validate({"steps": steps})
+    if workload == "loop":
+        body = Pipeline.from_step(Step.from_callable(oc.ainc, name="body"))
+        loop: LoopStep[Any] = Step.loop_until(
+            name="loop",
+            loop_body_pipeline=body,
+            exit_condition_callable=lambda out, _ctx: out >= oc.LOOP_ITERATIONS,
+            max_loops=oc.LOOP_ITERATIONS,
+        )
+        return Pipeline.from_step(loop)
+    if workload == "fanout":
+        parallels: list[ParallelStep[Any]] = [
+            Step.parallel(
+                name=f"p{j}",
+                branches={
+                    f"b{i}": Step.from_callable(oc.ainc, name=f"p{j}b{i}")
+                    for i in range(oc.FANOUT_WIDTH)
+                },
+                reduce=_first_branch,
+            )
+            for j in range(oc.FANOUT_DEPTH)
+        ]
+        return Pipeline.model_validate({"steps": parallels})
+    raise ValueError(workload)
+
+
+def make_runner(variant: str, pipeline: Pipeline[Any, Any]) -> Flujo[Any, Any, Any]:
+    if variant == "in-memory":
+        return Flujo(pipeline, persist_state=False)
+    if variant == "default":
+        return Flujo(pipeline)
+    if variant == "memory-backend":
+        return Flujo(pipeline, state_backend=InMemoryBackend())
+    raise ValueError(variant)
+
+
+def _log_level(variant: str) -> int:
+    return logging.INFO if variant == "default" else logging.WARNING
+
+
+def measure_variant(variant: str, settings: oc.Settings) -> dict[str, Any]:
+    logging.getLogger("flujo").setLevel(_log_level(variant))
+    workloads: dict[str, Any] = {}
+    for workload in settings.workloads:
+        print(f"[flujo 0.6.11] {variant}: {workload}", file=sys.stderr, flush=True)
+        runner = make_runner(variant, build(workload))
+        run_sync: Callable[[], Any] = lambda r=runner: r.run(0).output  # noqa: E731
+
+        async def run_async(r: Flujo[Any, Any, Any] = runner) -> Any:
+            return (await r.run_result_async(0)).output
+
+        modes = {"sync": oc.measure_sync(run_sync, workload, settings)}
+        if variant == "in-memory":
+            modes["async"] = oc.measure_async(run_async, workload, settings)
+        workloads[workload] = oc.summarize(modes)
+    return {"description": VARIANTS[variant], "workloads": workloads}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    oc.add_common_args(parser)
+    parser.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)}",
+    )
+    args = parser.parse_args()
+    settings = oc.settings_from_args(args)
+    variants = [v.strip() for v in str(args.variants).split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s): {', '.join(unknown)}")
+
+    version = importlib.metadata.version("flujo")
+    if version != "0.6.11":
+        raise SystemExit(f"expected flujo 0.6.11 in this interpreter, found {version}")
+    oc.emit(
+        {
+            "engine": "Flujo 0.6.11",
+            "package": "flujo",
+            "version": version,
+            "step": "Step.from_callable(async def ainc(x: int) -> int)",
+            "environment": oc.environment(),
+            "cwd": os.getcwd(),
+            "variants": {v: measure_variant(v, settings) for v in variants},
+        },
+        settings.workloads,
+    )
+
+
+if __name__ == "__main__":
+    main()

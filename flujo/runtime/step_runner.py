@@ -1,0 +1,70 @@
+"""The step-runner: execute exactly one step launch, as a step pod does.
+
+The operator turns each ``LaunchStep`` into a pod running ``flujo step-run``
+with a *launch document* — the command, plus the manifest spec of the agent
+it names — projected into the pod from an annotation by the downward API.
+The runner calls the agent with the same code the embedded runtime uses
+(:mod:`flujo.runtime.calls`) and reports the result event through
+:mod:`flujo.runtime.envelope`.
+
+Exit codes: 0 the call succeeded, 3 it failed in a classified way (the
+envelope says how), anything else means the runner itself crashed and the
+operator falls back on the pod's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from flujo.agents.registry import AgentRegistry
+from flujo.domain import errors
+from flujo.domain.errors import AgentError
+from flujo.engine.commands import LaunchStep
+from flujo.engine.events import StepFailed, StepSucceeded
+from flujo.runtime.calls import call_agent, failed
+from flujo.spec.agent import AgentManifest, AgentSpec
+from flujo.spec.base import ObjectMeta
+
+__all__ = ["EXIT_FAILED_STEP", "LaunchDocument", "execute", "run_document"]
+
+EXIT_FAILED_STEP = 3
+
+
+class LaunchDocument(BaseModel):
+    """What a step pod receives: the launch, the agent it calls, the run it serves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str
+    launch: LaunchStep
+    agent: dict[str, Any] | None = None
+    """The agent's manifest spec; None for the ``builtin.*`` presets."""
+
+
+async def execute(document: LaunchDocument) -> StepSucceeded | StepFailed:
+    """Call the agent once; every failure becomes a classified ``StepFailed``."""
+    cmd = document.launch
+    registry = AgentRegistry()
+    try:
+        if document.agent is not None:
+            spec = AgentSpec.model_validate(document.agent)
+            manifest = AgentManifest(metadata=ObjectMeta(name=cmd.agent), spec=spec)
+            registry.register_manifest(manifest, provenance="cluster")
+        try:
+            agent = registry.get(cmd.agent)
+        except (KeyError, AgentError) as exc:
+            error = exc if isinstance(exc, AgentError) else AgentError(errors.CONFIG, str(exc))
+            return failed(cmd, error)
+        return await call_agent(agent, cmd, run_id=document.run)
+    finally:
+        await registry.aclose()
+
+
+def run_document(text: str) -> StepSucceeded | StepFailed:
+    """Parse a launch document and execute it (the ``flujo step-run`` body)."""
+    document = LaunchDocument.model_validate(json.loads(text))
+    return asyncio.run(execute(document))
