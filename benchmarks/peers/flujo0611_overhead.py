@@ -27,8 +27,10 @@ Configurations (``--variants``):
 - ``memory-backend`` (not run unless asked): ``Flujo(pipeline,
   state_backend=InMemoryBackend())``, the same serialisation into a dict.
 
-Each configuration is timed through ``Flujo.run()`` (sync) and, for ``in-memory``,
-also ``await Flujo.run_result_async()`` in one event loop; the faster mode is reported.
+Each run gets a fresh ``Flujo`` runner (built untimed): a runner caches step results,
+so re-running one with the same input would skip every step.  Each configuration is
+timed through ``Flujo.run()`` (sync) and, for ``in-memory``, also ``await
+Flujo.run_result_async()`` in one event loop; the faster mode is reported.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import importlib.metadata
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import overhead_common as oc
@@ -113,20 +115,39 @@ def _log_level(variant: str) -> int:
     return logging.INFO if variant == "default" else logging.WARNING
 
 
+def _sync_factory(variant: str, pipeline: Pipeline[Any, Any]) -> Callable[[], Callable[[], Any]]:
+    def prepare() -> Callable[[], Any]:
+        runner = make_runner(variant, pipeline)
+        return lambda: runner.run(0).output
+
+    return prepare
+
+
+def _async_factory(
+    variant: str, pipeline: Pipeline[Any, Any]
+) -> Callable[[], Callable[[], Awaitable[Any]]]:
+    def prepare() -> Callable[[], Awaitable[Any]]:
+        runner = make_runner(variant, pipeline)
+
+        async def run() -> Any:
+            return (await runner.run_result_async(0)).output
+
+        return run
+
+    return prepare
+
+
 def measure_variant(variant: str, settings: oc.Settings) -> dict[str, Any]:
     logging.getLogger("flujo").setLevel(_log_level(variant))
     workloads: dict[str, Any] = {}
     for workload in settings.workloads:
         print(f"[flujo 0.6.11] {variant}: {workload}", file=sys.stderr, flush=True)
-        runner = make_runner(variant, build(workload))
-        run_sync: Callable[[], Any] = lambda r=runner: r.run(0).output  # noqa: E731
-
-        async def run_async(r: Flujo[Any, Any, Any] = runner) -> Any:
-            return (await r.run_result_async(0)).output
-
-        modes = {"sync": oc.measure_sync(run_sync, workload, settings)}
+        pipeline = build(workload)
+        modes = {"sync": oc.measure_sync(_sync_factory(variant, pipeline), workload, settings)}
         if variant == "in-memory":
-            modes["async"] = oc.measure_async(run_async, workload, settings)
+            modes["async"] = oc.measure_async(
+                _async_factory(variant, pipeline), workload, settings
+            )
         workloads[workload] = oc.summarize(modes)
     return {"description": VARIANTS[variant], "workloads": workloads}
 

@@ -21,8 +21,9 @@ The trivial step returns its integer input plus one and counts itself on
 steps and can abort a run that overruns its time budget (see :class:`StepProbe`).
 
 Timing: per mode (sync or async entry point), ``warmup`` untimed runs, then
-``repeats`` timed runs (``time.perf_counter`` around the engine's run call; pipeline
-construction/compilation is excluded; ``gc.collect()`` before each run, GC left on).
+``repeats`` timed runs, each on a freshly built runner (or compiled graph) from a
+pipeline definition built once; ``time.perf_counter`` brackets only the engine's run
+call; ``gc.collect()`` before each run, GC left on.
 µs/step = run time / step executions; a mode reports the median and the best run;
 a workload reports its fastest mode (by median).
 """
@@ -312,7 +313,8 @@ def _budget_for(settings: Settings, warmup: bool) -> float | None:
     return min(settings.budget_s, _WARMUP_BUDGET_S)
 
 
-def _run_sync(run: Callable[[], Any], budget_s: float | None) -> _Run:
+def _run_sync(prepare: Callable[[], Callable[[], Any]], budget_s: float | None) -> _Run:
+    run = prepare()
     gc.collect()
     PROBE.arm(budget_s)
     started = time.perf_counter()
@@ -328,7 +330,10 @@ def _run_sync(run: Callable[[], Any], budget_s: float | None) -> _Run:
     )
 
 
-async def _run_async(run: Callable[[], Awaitable[Any]], budget_s: float | None) -> _Run:
+async def _run_async(
+    prepare: Callable[[], Callable[[], Awaitable[Any]]], budget_s: float | None
+) -> _Run:
+    run = prepare()
     gc.collect()
     PROBE.arm(budget_s)
     started = time.perf_counter()
@@ -344,31 +349,41 @@ async def _run_async(run: Callable[[], Awaitable[Any]], budget_s: float | None) 
     )
 
 
-def measure_sync(run: Callable[[], Any], workload: str, settings: Settings) -> dict[str, Any]:
-    """Time ``run()`` (one complete pipeline run returning the final output)."""
+def measure_sync(
+    prepare: Callable[[], Callable[[], Any]], workload: str, settings: Settings
+) -> dict[str, Any]:
+    """Time ``run()`` for ``run = prepare()``, afresh for every run.
+
+    ``prepare`` builds a new runner (untimed); ``run`` performs one complete pipeline run
+    and returns its final output.  A fresh runner per run keeps result caches that some
+    engines hold per runner from turning repetitions into cache hits.
+    """
     rec = _Recorder(workload, settings)
     for _ in range(settings.warmup):
-        rec.warmup_result(_run_sync(run, _budget_for(settings, warmup=True)))
+        rec.warmup_result(_run_sync(prepare, _budget_for(settings, warmup=True)))
         if rec.done:
             return rec.record
     while not rec.done:
-        rec.timed_result(_run_sync(run, _budget_for(settings, warmup=False)))
+        rec.timed_result(_run_sync(prepare, _budget_for(settings, warmup=False)))
     return rec.record
 
 
 def measure_async(
-    run: Callable[[], Awaitable[Any]], workload: str, settings: Settings
+    prepare: Callable[[], Callable[[], Awaitable[Any]]], workload: str, settings: Settings
 ) -> dict[str, Any]:
-    """Time ``await run()`` inside one event loop (loop start-up is not timed)."""
+    """As :func:`measure_sync`, timing ``await run()`` inside one event loop.
+
+    Starting the event loop is not timed; ``prepare`` runs inside it, untimed.
+    """
 
     async def main() -> dict[str, Any]:
         rec = _Recorder(workload, settings)
         for _ in range(settings.warmup):
-            rec.warmup_result(await _run_async(run, _budget_for(settings, warmup=True)))
+            rec.warmup_result(await _run_async(prepare, _budget_for(settings, warmup=True)))
             if rec.done:
                 return rec.record
         while not rec.done:
-            rec.timed_result(await _run_async(run, _budget_for(settings, warmup=False)))
+            rec.timed_result(await _run_async(prepare, _budget_for(settings, warmup=False)))
         return rec.record
 
     return asyncio.run(main())

@@ -252,6 +252,19 @@ class AgentBreaker:
             if probe:
                 self._probing = False
 
+    def admit(self) -> bool:
+        """For executors that call out of process (the operator launching pods):
+        raise ``circuit_open`` if refused, else return whether this is the probe."""
+        return self._refusal(probe=True)
+
+    def record(self, error_class: str | None) -> None:
+        """Record an out-of-process call's outcome: None for success."""
+        self._probing = False
+        if error_class is None or not is_transient(error_class):
+            self._success()
+        else:
+            self._failure(AgentError(error_class, "reported by a step pod"))
+
     def _refusal(self, *, probe: bool) -> bool:
         """Raise if refused; return whether this call is the half-open probe."""
         state = self.state

@@ -273,6 +273,8 @@ class _Entry:
     path: str
     seq: int
     text: str
+    late: bool = False
+    """A container that failed or was cancelled: printed after this event's new steps."""
 
 
 class _Renderer:
@@ -301,27 +303,37 @@ class _Renderer:
         out.extend(self._event_head(n, event))
         if st.ignored_events > ignored_before:
             out.append(_line("ignored", _ignored_reason(st, event)))
-        if st.breach is not None and breach_before is None:
-            out.append(_line("governor", describe_breach(st.breach)))
+        breach = st.breach if breach_before is None else None
+        if breach is not None and breach.when == "after":
+            out.append(_line("governor", describe_breach(breach)))
         cancelled = {c.path for c in commands if isinstance(c, CancelStep)}
         launched = {c.path for c in commands if isinstance(c, LaunchStep)}
         deferred = [d.path for d in st.deferred if d.path not in deferred_before]
 
+        # The machine works depth-first: results bubble up (inner steps first),
+        # then the next steps start; a container stopped by a step that started
+        # in this same event (a refused launch, a failing condition) ends last.
         entries: list[_Entry] = []
         for path, old in self.tracked.items():
             entries.extend(self._diff(st.steps[path], old, cancelled, fresh=False))
-        entries.sort(key=lambda e: (-e.depth, _natural(e.path), e.seq))
-        out.extend(e.text for e in entries)
+        entries.sort(key=lambda e: (e.late, -e.depth, _natural(e.path), e.seq))
+        out.extend(e.text for e in entries if not e.late)
+        if breach is not None and breach.when == "before":
+            out.append(_line("governor", describe_breach(breach)))
 
         total = len(st.steps)
         new = list(islice(st.steps.values(), self.known, None)) if total > self.known else []
         self.known = total
+        fresh_paths = {s.path for s in new}
         for s in new:
-            out.extend(self._started(s, launched, cancelled, deferred))
+            out.extend(self._started(s, launched, deferred))
             out.extend(e.text for e in self._diff(s, _Snap.initial(s), cancelled, fresh=True))
-        for path in deferred:
-            if path not in {s.path for s in new}:
-                out.append(_line("deferred", f"{path}: waiting for reserved budget"))
+        out.extend(
+            _line("deferred", f"{path}: waiting for reserved budget")
+            for path in deferred
+            if path not in fresh_paths
+        )
+        out.extend(e.text for e in entries if e.late)
 
         out.extend(self._commands(commands))
         self.tracked = {
@@ -371,8 +383,8 @@ class _Renderer:
         entries: list[_Entry] = []
         depth = s.path.count("/")
 
-        def add(text: str, path: str = s.path, at: int = depth) -> None:
-            entries.append(_Entry(at, path, len(entries), text))
+        def add(text: str, path: str = s.path, at: int = depth, late: bool = False) -> None:
+            entries.append(_Entry(at, path, len(entries), text, late))
 
         spec = self.spec_of(s)
         if s.kind == "agent" and s.attempt > old.attempt and old.attempt > 0:
@@ -417,7 +429,8 @@ class _Renderer:
                 else:
                     add(_line(noun, f"{scope} {now}"), scope, depth + 1)
         if s.phase != old.phase:
-            add(self._ended(s, cancelled))
+            stopped = s.kind != "agent" and s.phase in ("failed", "cancelled")
+            add(self._ended(s, cancelled), late=stopped and not fresh)
             if s.phase == "succeeded" and s.kind != "agent":
                 add(_detail("output", preview(s.output)))
         return [e for e in entries if e.text]
@@ -458,7 +471,7 @@ class _Renderer:
             if s.kind == "agent" and s.path in cancelled:
                 return ""  # the CancelStep line says it, with the reason
             if s.kind == "agent":
-                return _line("cancelled", f"{s.path} (before its call started)")
+                return _line("cancelled", f"{s.path} (never launched)")
             return _line("cancelled", s.path)
         return ""
 
@@ -477,9 +490,7 @@ class _Renderer:
             return f" (on fallback {s.agent})"
         return ""
 
-    def _started(
-        self, s: StepState, launched: set[str], cancelled: set[str], deferred: list[str]
-    ) -> list[str]:
+    def _started(self, s: StepState, launched: set[str], deferred: list[str]) -> list[str]:
         spec = self.spec_of(s)
         if s.kind == "agent":
             if s.path in launched:
@@ -487,7 +498,7 @@ class _Renderer:
             if s.path in deferred:
                 return [_line("deferred", f"{s.path}: waiting for reserved budget ({s.agent})")]
             agent = spec.agent if spec is not None else s.agent
-            return [_line("start", f"{s.path} (agent {agent}), not launched")]
+            return [_line("start", f"{s.path} (agent {agent})")]
         if s.kind == "loop":
             return [_line("loop", f"{s.path}: iteration 1 started")]
         if s.kind == "conditional":
@@ -551,12 +562,16 @@ class _Renderer:
         out.append(f"  launches: {st.launches}")
         if st.breach is not None:
             b = st.breach
-            out.append(
-                f"  breach: {b.limit} {b.value!r} vs limit {b.limit_value!r} at {b.path} ({b.when})"
+            value, limit = (
+                (repr(b.value), repr(b.limit_value))
+                if b.limit == "cost"
+                else (str(int(b.value)), str(int(b.limit_value)))
             )
+            verb = "exceeded" if b.when == "after" else "reached"
+            out.append(f"  breach: {b.limit} {value} {verb} limit {limit} at {b.path} ({b.when})")
         if st.ignored_events:
             out.append(f"  ignored events: {st.ignored_events}")
-        if recorded is not None and recorded != oc:
+        if recorded is not None and (oc is None or canonical_json(recorded) != canonical_json(oc)):
             out.append("  NOTE: replaying the event log does not reproduce the recorded outcome")
             out.append(f"  recorded: {preview(recorded.model_dump(mode='json'))}")
         out.extend(["", "steps"])
@@ -598,14 +613,14 @@ def _finish_lines(oc: Outcome) -> list[str]:
 def _step_row(s: StepState) -> str:
     parts = [f"{s.kind:<12}", f"{s.phase:<10}"]
     if s.kind == "agent":
-        parts.append(f"{s.agent} attempts={s.attempt}")
+        parts.append(f"{s.agent or '-'} attempts={s.attempt}")
         if s.fallback_used:
             parts.append("fallback")
         parts.append(f"usage {_usage(s.usage)}")
     elif s.kind == "loop":
         parts.append(f"iterations={s.iteration}")
     elif s.kind == "conditional":
-        parts.append(f"branch={s.branch}")
+        parts.append(f"branch={s.branch or '-'}")
     elif s.kind == "map":
         parts.append(f"items={len(s.items) if s.items is not None else 0}")
     elif s.kind == "parallel":

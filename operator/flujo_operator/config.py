@@ -1,0 +1,116 @@
+"""The operator's configuration: one object, read once from environment variables.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| ``FLUJO_NAMESPACES`` | (all) | comma-separated namespaces to watch; empty watches all |
+| ``FLUJO_STEP_IMAGE`` | ``ghcr.io/flujo/flujo:0.1.0`` | image of step-runner pods |
+| ``FLUJO_STEP_COMMAND`` | ``["flujo", "step-run"]`` | step-runner command, as a JSON list |
+| ``FLUJO_STEP_CPU_REQUEST`` / ``_LIMIT`` | ``100m`` / ``1`` | step pod CPU |
+| ``FLUJO_STEP_MEMORY_REQUEST`` / ``_LIMIT`` | ``128Mi`` / ``512Mi`` | step pod memory |
+| ``FLUJO_STEP_SERVICE_ACCOUNT`` | (none) | service account of step pods (no token is mounted) |
+| ``FLUJO_STEP_NODE_SELECTOR`` | ``{}`` | JSON object |
+| ``FLUJO_STEP_TOLERATIONS`` | ``[]`` | JSON list |
+| ``FLUJO_MAX_RUNNING_RUNS`` | ``50`` | running PipelineRuns per namespace; more wait as Pending |
+| ``FLUJO_MAX_RUNNING_PODS`` | ``100`` | running step pods per namespace; more launches wait |
+| ``FLUJO_POD_GC`` | ``Never`` | ``OnSuccess``: delete a run's pods when it succeeds |
+| ``FLUJO_STATUS_STEPS`` | ``50`` | finished steps listed in a run's status (the newest) |
+| ``FLUJO_LOG_FORMAT`` | ``text`` | ``json`` for structured logs |
+| ``FLUJO_HEALTH_PORT`` | ``8080`` | liveness/readiness endpoint port (``0`` disables) |
+
+A malformed value stops the operator at start with a one-line error naming
+the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Config", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A bad environment variable; the message names it."""
+
+
+def _json(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name} is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name} must be a JSON {kind.__name__}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    namespaces: tuple[str, ...] = ()
+    step_image: str = "ghcr.io/flujo/flujo:0.1.0"
+    step_command: tuple[str, ...] = ("flujo", "step-run")
+    cpu_request: str = "100m"
+    cpu_limit: str = "1"
+    memory_request: str = "128Mi"
+    memory_limit: str = "512Mi"
+    step_service_account: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    max_running_runs: int = 50
+    max_running_pods: int = 100
+    pod_gc: str = "Never"
+    status_steps: int = 50
+    log_format: str = "text"
+    health_port: int = 8080
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        namespaces = tuple(
+            n.strip() for n in env.get("FLUJO_NAMESPACES", "").split(",") if n.strip()
+        )
+        command = _json(env, "FLUJO_STEP_COMMAND", ["flujo", "step-run"], list)
+        if not command or not all(isinstance(c, str) for c in command):
+            raise ConfigError("FLUJO_STEP_COMMAND must be a non-empty JSON list of strings")
+        pod_gc = env.get("FLUJO_POD_GC", "Never")
+        if pod_gc not in ("Never", "OnSuccess"):
+            raise ConfigError(f"FLUJO_POD_GC must be Never or OnSuccess, got {pod_gc!r}")
+        log_format = env.get("FLUJO_LOG_FORMAT", "text")
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"FLUJO_LOG_FORMAT must be text or json, got {log_format!r}")
+        return cls(
+            namespaces=namespaces,
+            step_image=env.get("FLUJO_STEP_IMAGE", cls.step_image),
+            step_command=tuple(command),
+            cpu_request=env.get("FLUJO_STEP_CPU_REQUEST", cls.cpu_request),
+            cpu_limit=env.get("FLUJO_STEP_CPU_LIMIT", cls.cpu_limit),
+            memory_request=env.get("FLUJO_STEP_MEMORY_REQUEST", cls.memory_request),
+            memory_limit=env.get("FLUJO_STEP_MEMORY_LIMIT", cls.memory_limit),
+            step_service_account=env.get("FLUJO_STEP_SERVICE_ACCOUNT") or None,
+            node_selector=_json(env, "FLUJO_STEP_NODE_SELECTOR", {}, dict),
+            tolerations=_json(env, "FLUJO_STEP_TOLERATIONS", [], list),
+            max_running_runs=_int(env, "FLUJO_MAX_RUNNING_RUNS", cls.max_running_runs),
+            max_running_pods=_int(env, "FLUJO_MAX_RUNNING_PODS", cls.max_running_pods),
+            pod_gc=pod_gc,
+            status_steps=_int(env, "FLUJO_STATUS_STEPS", cls.status_steps),
+            log_format=log_format,
+            health_port=_int(env, "FLUJO_HEALTH_PORT", cls.health_port),
+        )

@@ -1,0 +1,66 @@
+"""Thin kopf handlers: Kubernetes changes in, controller calls out.
+
+Only *event* handlers are used: they keep no per-object handler state, so
+kopf writes nothing to our objects (no progress annotations, no finalizers)
+and the operator's API writes are exactly the pods and status patches the
+controllers make.  Deleting a PipelineRun deletes its pods through their
+ownerReferences.
+
+Run with ``python -m flujo_operator`` or ``kopf run -m flujo_operator.handlers``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from flujo.spec.base import API_GROUP
+
+from flujo_operator.builders import LABEL_RUN
+from flujo_operator.config import Config
+from flujo_operator.kube import Kube, connect
+from flujo_operator.resources import ResourceController
+from flujo_operator.runs import RunController
+
+VERSION = "v1alpha1"
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = Config.from_env()
+    settings.posting.level = logging.WARNING
+    settings.persistence.finalizer = "flujo.dev/finalizer"
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5]
+    kube = Kube(connect())
+    runs = RunController(kube, config)
+    memo.runs = runs
+    memo.resources = ResourceController(kube, runs)
+
+
+@kopf.on.event(API_GROUP, VERSION, "pipelineruns")
+async def pipelinerun_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runs.on_run(event["type"] or "", dict(event["object"]))
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
+async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runs.on_pod(event["type"] or "", dict(event["object"]))
+
+
+@kopf.on.event(API_GROUP, VERSION, "agents")
+async def agent_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    await memo.resources.on_agent(event["type"] or "", dict(event["object"]))
+
+
+@kopf.on.event(API_GROUP, VERSION, "pipelines")
+async def pipeline_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    await memo.resources.on_pipeline(event["type"] or "", dict(event["object"]))
+
+
+@kopf.on.probe(id="runs")
+def runs_probe(memo: kopf.Memo, **_: Any) -> int:
+    """Readiness detail: runs in progress (the endpoint answering means the loop is alive)."""
+    runs: RunController = memo.runs
+    return len(runs.sessions)

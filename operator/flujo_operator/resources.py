@@ -1,0 +1,171 @@
+"""Agents and Pipelines: validation, agent resolution, and the shared circuit breakers.
+
+The registry in the cluster is the set of valid Agents of a namespace (plus
+the ``builtin.*`` presets).  A Pipeline's status says whether it is valid and
+whether every agent it names exists; both are re-evaluated whenever an Agent
+appears, changes or disappears.  Step pods have no API access, so the
+operator owns each agent's circuit breaker: results reported by step pods
+feed it, and its state is mirrored into the Agent's status, from which it is
+restored after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from flujo.resilience.breaker import BreakerRegistry, BreakerState, MemoryBreakerStateStore
+from flujo.spec.agent import AgentSpec
+from flujo.spec.pipeline import PipelineSpec
+from flujo.spec.validation import check_agents, check_pipeline
+from pydantic import ValidationError
+
+from flujo_operator.kube import Kube
+from flujo_operator.runs import RunController, _condition, _first_error, _now
+
+__all__ = ["ResourceController"]
+
+log = logging.getLogger("flujo_operator.resources")
+
+
+def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Equal but for condition timestamps: then no write is needed."""
+
+    def strip(status: dict[str, Any]) -> dict[str, Any]:
+        out = dict(status)
+        out["conditions"] = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in status.get("conditions") or []
+        ]
+        return out
+
+    return strip(old) == strip(new)
+
+
+class ResourceController:
+    def __init__(self, kube: Kube, runs: RunController) -> None:
+        self.kube = kube
+        self.runs = runs
+        self.store = MemoryBreakerStateStore()
+        self.breakers: BreakerRegistry = runs.breakers
+        self.breakers.store = self.store
+        self.breakers.add_listener(self._circuit_changed)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    # --- Agents -------------------------------------------------------------------
+
+    async def on_agent(self, kind: str, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        key = f"{namespace}/{name}"
+        if kind != "DELETED":
+            status = body.get("status") or {}
+            circuit = status.get("circuit")
+            if isinstance(circuit, dict) and key not in self.breakers and circuit.get("state"):
+                self.store.set(
+                    key,
+                    BreakerState(
+                        state=circuit["state"],
+                        fail_counter=int(circuit.get("failures", 0)),
+                        opened_at=circuit.get("openedAt"),
+                    ),
+                )
+            new = self._agent_status(body)
+            if not _same(status, {**status, **new}):
+                await self.kube.patch_status("agents", namespace, name, new)
+        await self.reevaluate(namespace)
+
+    def _agent_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        state = self.store.get(key)
+        circuit = {"state": "closed", "failures": 0}
+        if state is not None:
+            circuit = {"state": state["state"], "failures": state["fail_counter"]}
+            if state["opened_at"]:
+                circuit["openedAt"] = state["opened_at"]
+        try:
+            AgentSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            return {
+                "resolved": False,
+                "message": _first_error(exc),
+                "circuit": circuit,
+                "observedGeneration": meta.get("generation", 1),
+            }
+        return {
+            "resolved": True,
+            "message": "",
+            "circuit": circuit,
+            "observedGeneration": meta.get("generation", 1),
+        }
+
+    def _circuit_changed(self, name: str, old: str, new: str) -> None:
+        namespace, _, agent = name.partition("/")
+        log.info("agent %s: circuit %s -> %s", name, old, new)
+        task = asyncio.get_running_loop().create_task(self._write_circuit(namespace, agent))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write_circuit(self, namespace: str, agent: str) -> None:
+        obj = await self.kube.get("agents", namespace, agent)
+        if obj is not None:
+            await self.kube.patch_status("agents", namespace, agent, self._agent_status(obj))
+
+    # --- Pipelines ----------------------------------------------------------------
+
+    async def on_pipeline(self, kind: str, body: dict[str, Any]) -> None:
+        if kind == "DELETED":
+            return
+        namespace = body["metadata"]["namespace"]
+        agents = await self._agent_names(namespace)
+        await self._evaluate(body, agents)
+        await self.runs.retry_pending(namespace)
+
+    async def reevaluate(self, namespace: str) -> None:
+        agents = await self._agent_names(namespace)
+        for pipeline in await self.kube.list("pipelines", namespace):
+            await self._evaluate(pipeline, agents)
+        await self.runs.retry_pending(namespace)
+
+    async def _agent_names(self, namespace: str) -> set[str]:
+        return {name for name, spec in (await self.runs._agents(namespace)).items()}
+
+    async def _evaluate(self, body: dict[str, Any], agents: set[str]) -> None:
+        meta = body["metadata"]
+        now = _now()
+        status: dict[str, Any] = {"observedGeneration": meta.get("generation", 1)}
+        try:
+            spec = PipelineSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            status["conditions"] = [
+                _condition("Valid", "False", "InvalidSpec", _first_error(exc), now),
+                _condition("AgentsResolved", "Unknown", "InvalidSpec", "", now),
+            ]
+            status["missingAgents"] = []
+        else:
+            problems = [f.message for f in check_pipeline(spec)]
+            missing = sorted(
+                {m.split("'")[1] for m in (f.message for f in check_agents(spec, agents))}
+            )
+            status["missingAgents"] = missing
+            status["conditions"] = [
+                _condition(
+                    "Valid",
+                    "False" if problems else "True",
+                    "InvalidSpec" if problems else "Valid",
+                    "; ".join(problems),
+                    now,
+                ),
+                _condition(
+                    "AgentsResolved",
+                    "False" if missing else "True",
+                    "AgentsMissing" if missing else "Resolved",
+                    ("missing agents: " + ", ".join(missing)) if missing else "",
+                    now,
+                ),
+            ]
+        old = body.get("status") or {}
+        if not _same({k: old.get(k) for k in status}, status):
+            await self.kube.patch_status("pipelines", meta["namespace"], meta["name"], status)

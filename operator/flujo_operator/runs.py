@@ -1,0 +1,544 @@
+"""The operator's executor: drives a PipelineRun's state machine with pods.
+
+Each run has a session: its :class:`~flujo.engine.RunState`, kept in memory,
+and its *journal* — the ordered references of the events applied so far
+(``start``; ``pod`` = the result in that step pod's log; inline pod-level
+failures; ``deadline``).  The journal is persisted, compressed, in the run's
+status.  After an operator restart the session is rebuilt by replaying the
+journal through :func:`flujo.engine.advance` — the step pods are the result
+store, owned by the run — so a step whose success was recorded is never
+launched again, and pod names being deterministic, re-creating a pod that
+exists is a harmless 409.
+
+Per event: apply it, execute the commands (create/delete pods), then write
+the status once.  Everything for one run happens under one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flujo.agents.builtin import PRESET_PREFIX, builtin_names
+from flujo.domain import errors
+from flujo.engine import (
+    CancelStep,
+    Command,
+    DeadlineReached,
+    Event,
+    FinishRun,
+    LaunchStep,
+    RunStarted,
+    RunState,
+    StepFailed,
+    advance,
+    event_adapter,
+    new_run,
+)
+from flujo.resilience.breaker import BreakerRegistry
+from flujo.runtime.envelope import EnvelopeError, decode_result
+from flujo.spec.agent import AgentSpec
+from flujo.spec.pipeline import PipelineSpec
+from flujo.spec.run import PipelineRunSpec
+from flujo.spec.validation import check_agents, check_pipeline
+from pydantic import ValidationError
+
+from flujo_operator.builders import (
+    ANNOTATION_PATH,
+    LABEL_ATTEMPT,
+    LABEL_RUN,
+    RunRef,
+    build_run_status,
+    build_step_pod,
+    decode_journal,
+    pod_failure,
+    pod_name,
+    terminated,
+)
+from flujo_operator.config import Config
+from flujo_operator.kube import Kube
+
+__all__ = ["RunController"]
+
+log = logging.getLogger("flujo_operator.runs")
+TERMINAL = {"Succeeded", "Failed", "Cancelled"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Session:
+    ref: RunRef
+    state: RunState
+    agents: dict[str, AgentSpec | None]
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    seen: set[tuple[str, int]] = field(default_factory=set)
+    deleting: set[str] = field(default_factory=set)
+    waiting: list[LaunchStep] = field(default_factory=list)
+    started_at: str = ""
+    finished_at: str | None = None
+    deadline: asyncio.TimerHandle | None = None
+
+
+class RunController:
+    def __init__(
+        self,
+        kube: Kube,
+        config: Config,
+        breakers: BreakerRegistry | None = None,
+        clock: Callable[[], str] = _now,
+    ) -> None:
+        self.kube = kube
+        self.config = config
+        self.breakers = breakers or BreakerRegistry()
+        self.clock = clock
+        self.sessions: dict[str, Session] = {}
+        self.finished: set[str] = set()
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.running_pods: dict[str, set[str]] = {}
+        """namespace → names of step pods created and not yet finished."""
+
+    def _lock(self, uid: str) -> asyncio.Lock:
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+    # --- PipelineRun events ---------------------------------------------------
+
+    async def on_run(self, kind: str, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        uid = meta.get("uid", "")
+        if kind == "DELETED":
+            self._forget(uid)
+            return
+        if uid in self.finished or uid in self.sessions:
+            return
+        async with self._lock(uid):
+            if uid in self.sessions or uid in self.finished:
+                return
+            await self._open(body)
+
+    def _forget(self, uid: str) -> None:
+        session = self.sessions.pop(uid, None)
+        if session is not None:
+            if session.deadline is not None:
+                session.deadline.cancel()
+            pods = self.running_pods.get(session.ref.namespace, set())
+            for path, attempt in session.state.running.items():
+                pods.discard(pod_name(session.ref.name, path, attempt))
+        self.finished.discard(uid)
+        self.locks.pop(uid, None)
+
+    async def _open(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        ref = RunRef(meta["name"], meta["namespace"], meta["uid"])
+        status = body.get("status") or {}
+        if status.get("phase") in TERMINAL:
+            self.finished.add(ref.uid)
+            return
+        try:
+            spec = PipelineRunSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            await self._refuse(ref, "InvalidSpec", _first_error(exc), terminal=True)
+            return
+        pipeline = await self._pipeline(ref, spec)
+        if pipeline is None:
+            return
+        agents = await self._agents(ref.namespace)
+        problems = [f.message for f in check_pipeline(pipeline)]
+        problems += [f.message for f in check_agents(pipeline, agents)]
+        if problems:
+            reason = (
+                "AgentsMissing"
+                if all("unknown agent" in p for p in problems)
+                else ("PipelineInvalid")
+            )
+            await self._refuse(ref, reason, "; ".join(problems), terminal=False)
+            return
+        running = sum(1 for s in self.sessions.values() if s.ref.namespace == ref.namespace)
+        if running >= self.config.max_running_runs:
+            await self._refuse(
+                ref,
+                "Queued",
+                f"{running} runs are running in {ref.namespace} "
+                f"(maxRunningRuns={self.config.max_running_runs})",
+                terminal=False,
+            )
+            return
+        caps = {
+            name: a.pricing.max_cost_per_call
+            for name, a in agents.items()
+            if a is not None and a.pricing is not None and a.pricing.max_cost_per_call is not None
+        }
+        limits = spec.usage_limits
+        if spec.timeout_seconds is not None:
+            from flujo.spec.limits import UsageLimits
+
+            limits = (limits or UsageLimits()).model_copy(
+                update={"max_seconds": spec.timeout_seconds}
+            )
+        state = new_run(pipeline, limits, caps)
+        session = Session(ref=ref, state=state, agents=agents)
+        session.started_at = status.get("startedAt") or self.clock()
+        self.sessions[ref.uid] = session
+        journal = decode_journal(status.get("journal"))
+        if journal:
+            await self._replay(session, spec, journal)
+        else:
+            await self._apply(
+                session, [(RunStarted(input=spec.input, seed=spec.seed), {"t": "start"})]
+            )
+        self._arm_deadline(session)
+
+    async def _pipeline(self, ref: RunRef, spec: PipelineRunSpec) -> PipelineSpec | None:
+        if spec.pipeline is not None:
+            return spec.pipeline
+        assert spec.pipeline_ref is not None
+        obj = await self.kube.get("pipelines", ref.namespace, spec.pipeline_ref.name)
+        if obj is None:
+            await self._refuse(
+                ref,
+                "PipelineNotFound",
+                f"Pipeline {spec.pipeline_ref.name!r} not found in {ref.namespace}",
+                terminal=False,
+            )
+            return None
+        try:
+            return PipelineSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as exc:
+            await self._refuse(ref, "PipelineInvalid", _first_error(exc), terminal=False)
+            return None
+
+    async def _agents(self, namespace: str) -> dict[str, AgentSpec | None]:
+        """Agents of the namespace that validate, plus the built-in presets."""
+        found: dict[str, AgentSpec | None] = {
+            PRESET_PREFIX + n: None for n in builtin_names(presets_only=True)
+        }
+        for obj in await self.kube.list("agents", namespace):
+            try:
+                found[obj["metadata"]["name"]] = AgentSpec.model_validate(obj.get("spec") or {})
+            except ValidationError:
+                continue
+        return found
+
+    async def _refuse(self, ref: RunRef, reason: str, message: str, terminal: bool) -> None:
+        """The run does not start (yet): say why in its status."""
+        phase = "Failed" if terminal else "Pending"
+        if terminal:
+            self.finished.add(ref.uid)
+        await self.kube.patch_status(
+            "pipelineruns",
+            ref.namespace,
+            ref.name,
+            {
+                "phase": phase,
+                "reason": reason,
+                "message": message[:1000],
+                "conditions": [
+                    _condition(
+                        "Succeeded",
+                        "False" if terminal else "Unknown",
+                        reason,
+                        message,
+                        self.clock(),
+                    )
+                ],
+            },
+        )
+
+    async def retry_pending(self, namespace: str) -> None:
+        """Agents or Pipelines changed, or a run finished: try runs waiting in Pending."""
+        for obj in await self.kube.list("pipelineruns", namespace):
+            if (obj.get("status") or {}).get("phase") in (None, "Pending"):
+                await self.on_run("MODIFIED", obj)
+
+    # --- replay after a restart -----------------------------------------------
+
+    async def _replay(
+        self, session: Session, spec: PipelineRunSpec, journal: list[dict[str, Any]]
+    ) -> None:
+        state = session.state
+        launches: dict[str, LaunchStep] = {}
+        for entry in journal:
+            event = await self._event_of(session, spec, entry)
+            if event is None:
+                log.warning("run %s: journal entry %s cannot be replayed", session.ref.name, entry)
+                continue
+            state, commands = advance(state, event)
+            for command in commands:
+                if isinstance(command, LaunchStep):
+                    launches[command.path] = command
+            if entry.get("t") in ("pod", "ev"):
+                session.seen.add((entry["p"], entry["a"]))
+        session.state = state
+        session.journal = journal
+        # Launches in flight: their pods may be missing (a crash between advance and
+        # create); creating one that exists is a 409, never a second call.
+        in_flight: list[Command] = [launches[p] for p in sorted(state.running) if p in launches]
+        await self._execute(session, in_flight)
+        await self._persist(session)
+
+    async def _event_of(
+        self, session: Session, spec: PipelineRunSpec, entry: dict[str, Any]
+    ) -> Event | None:
+        kind = entry.get("t")
+        if kind == "start":
+            return RunStarted(input=spec.input, seed=spec.seed)
+        if kind == "deadline":
+            return DeadlineReached()
+        if kind == "ev":
+            return event_adapter.validate_python(entry["e"])
+        if kind == "pod":
+            name = pod_name(session.ref.name, entry["p"], entry["a"])
+            try:
+                pod = await self.kube.get_pod(session.ref.namespace, name)
+                done = terminated(pod or {}) or {}
+                text = await self.kube.pod_log(session.ref.namespace, name)
+                return decode_result(str(done.get("message", "")), text)
+            except Exception as exc:
+                return StepFailed(
+                    path=entry["p"],
+                    attempt=entry["a"],
+                    error_class=errors.INTERNAL,
+                    message=f"the result of pod {name} is lost: {exc}",
+                )
+        return None
+
+    # --- pod events -------------------------------------------------------------
+
+    async def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "PipelineRun"]
+        path = (meta.get("annotations") or {}).get(ANNOTATION_PATH)
+        if not owners or path is None:
+            return
+        attempt = int((meta.get("labels") or {}).get(LABEL_ATTEMPT, "0"))
+        uid = owners[0]["uid"]
+        session = self.sessions.get(uid)
+        if session is None:
+            if uid in self.finished:
+                return
+            run = await self.kube.get("pipelineruns", meta["namespace"], owners[0]["name"])
+            if run is None:
+                return
+            await self.on_run("MODIFIED", run)
+            session = self.sessions.get(uid)
+            if session is None:
+                return
+        async with self._lock(uid):
+            if self.sessions.get(uid) is not session or (path, attempt) in session.seen:
+                return
+            found = await self._pod_event(session, kind, pod, path, attempt)
+            if found is None:
+                return
+            session.seen.add((path, attempt))
+            self._pod_done(session.ref.namespace, meta["name"])
+            await self._apply(session, [found])
+            await self._drain_waiting(session.ref.namespace)
+
+    async def _pod_event(
+        self, session: Session, kind: str, pod: dict[str, Any], path: str, attempt: int
+    ) -> tuple[Event, dict[str, Any]] | None:
+        name = pod["metadata"]["name"]
+        done = terminated(pod)
+        if done is not None and done.get("message"):
+            try:
+                text = await self.kube.pod_log(session.ref.namespace, name)
+                event = decode_result(done["message"], text)
+                return event, {"t": "pod", "p": path, "a": attempt}
+            except EnvelopeError:
+                pass
+            except Exception as exc:  # the log may be gone with the node
+                log.warning("pod %s: cannot read its log: %s", name, exc)
+        failure = pod_failure(pod, path, attempt)
+        if failure is None and kind == "DELETED":
+            if name in session.deleting:
+                return None
+            failure = StepFailed(
+                path=path,
+                attempt=attempt,
+                error_class=errors.TRANSIENT,
+                message=f"step pod {name} was deleted before it finished",
+            )
+        if failure is None:
+            return None
+        if done is None and kind != "DELETED":
+            await self.kube.delete_pod(session.ref.namespace, name)
+        return failure, {"t": "ev", "p": path, "a": attempt, "e": failure.model_dump(mode="json")}
+
+    def _pod_done(self, namespace: str, name: str) -> None:
+        self.running_pods.get(namespace, set()).discard(name)
+
+    # --- applying events and executing commands ---------------------------------
+
+    async def _apply(self, session: Session, events: list[tuple[Event, dict[str, Any]]]) -> None:
+        queue = list(events)
+        while queue:
+            event, entry = queue.pop(0)
+            ignored = session.state.ignored_events
+            session.state, commands = advance(session.state, event)
+            if session.state.ignored_events == ignored:
+                session.journal.append(entry)
+            self._feed_breaker(session, event)
+            queue += await self._execute(session, commands)
+        await self._persist(session)
+
+    def _feed_breaker(self, session: Session, event: Event) -> None:
+        if isinstance(event, StepFailed) and event.error_class == errors.CIRCUIT_OPEN:
+            return
+        path = getattr(event, "path", None)
+        step = session.state.steps.get(path) if path else None
+        if step is None or not step.agent or session.agents.get(step.agent) is None:
+            return
+        breaker = self.breakers.get(f"{session.ref.namespace}/{step.agent}")
+        breaker.record(event.error_class if isinstance(event, StepFailed) else None)
+
+    async def _execute(
+        self, session: Session, commands: list[Command]
+    ) -> list[tuple[Event, dict[str, Any]]]:
+        """Carry out commands; return events they produce at once (an open circuit)."""
+        follow: list[tuple[Event, dict[str, Any]]] = []
+        for command in commands:
+            if isinstance(command, LaunchStep):
+                refused = self._circuit_refusal(session, command)
+                if refused is not None:
+                    follow.append(
+                        (
+                            refused,
+                            {
+                                "t": "ev",
+                                "p": command.path,
+                                "a": command.attempt,
+                                "e": refused.model_dump(mode="json"),
+                            },
+                        )
+                    )
+                elif not await self._launch(session, command):
+                    session.waiting.append(command)
+            elif isinstance(command, CancelStep):
+                session.waiting = [w for w in session.waiting if w.path != command.path]
+                attempt = session.state.steps[command.path].attempt
+                name = pod_name(session.ref.name, command.path, attempt)
+                session.deleting.add(name)
+                self._pod_done(session.ref.namespace, name)
+                await self.kube.delete_pod(session.ref.namespace, name)
+            elif isinstance(command, FinishRun):
+                session.waiting.clear()
+                session.finished_at = self.clock()
+        return follow
+
+    def _circuit_refusal(self, session: Session, cmd: LaunchStep) -> StepFailed | None:
+        if session.agents.get(cmd.agent) is None:
+            return None
+        breaker = self.breakers.get(f"{session.ref.namespace}/{cmd.agent}")
+        try:
+            breaker.admit()
+        except Exception as exc:
+            return StepFailed(
+                path=cmd.path,
+                attempt=cmd.attempt,
+                error_class=errors.CIRCUIT_OPEN,
+                message=str(exc),
+            )
+        return None
+
+    async def _launch(self, session: Session, cmd: LaunchStep) -> bool:
+        """Create the step pod; False when the namespace is at its pod cap."""
+        namespace = session.ref.namespace
+        pods = self.running_pods.setdefault(namespace, set())
+        name = pod_name(session.ref.name, cmd.path, cmd.attempt)
+        if name not in pods and len(pods) >= self.config.max_running_pods:
+            return False
+        pod, config_map = build_step_pod(
+            session.ref, cmd, session.agents.get(cmd.agent), self.config
+        )
+        if config_map is not None:
+            await self.kube.create_config_map(config_map)
+        pods.add(name)
+        await self.kube.create_pod(pod)
+        return True
+
+    async def _drain_waiting(self, namespace: str) -> None:
+        for session in list(self.sessions.values()):
+            if session.ref.namespace != namespace or not session.waiting:
+                continue
+            async with self._lock(session.ref.uid):
+                pending, session.waiting = session.waiting, []
+                for cmd in pending:
+                    if not await self._launch(session, cmd):
+                        session.waiting.append(cmd)
+
+    async def _persist(self, session: Session) -> None:
+        state = session.state
+        status = build_run_status(session.ref, state, session.journal, self.config)
+        status["startedAt"] = session.started_at
+        status["observedGeneration"] = 1
+        if session.waiting:
+            status["waitingPods"] = len(session.waiting)
+        if state.finished:
+            status["finishedAt"] = session.finished_at or self.clock()
+            outcome = state.outcome
+            succeeded = outcome is not None and outcome.status == "succeeded"
+            status["conditions"] = [
+                _condition(
+                    "Succeeded",
+                    "True" if succeeded else "False",
+                    status.get("reason", ""),
+                    status.get("message", ""),
+                    status["finishedAt"],
+                )
+            ]
+        else:
+            status["conditions"] = [
+                _condition("Succeeded", "Unknown", "Running", "", session.started_at)
+            ]
+        await self.kube.patch_status(
+            "pipelineruns", session.ref.namespace, session.ref.name, status
+        )
+        if state.finished:
+            self.sessions.pop(session.ref.uid, None)
+            self.finished.add(session.ref.uid)
+            if session.deadline is not None:
+                session.deadline.cancel()
+            if self.config.pod_gc == "OnSuccess" and state.phase == "succeeded":
+                await self.kube.delete_pods(
+                    session.ref.namespace, f"{LABEL_RUN}={session.ref.name}"
+                )
+            asyncio.get_running_loop().create_task(self.retry_pending(session.ref.namespace))
+
+    def _arm_deadline(self, session: Session) -> None:
+        seconds = session.state.limits.max_seconds or session.state.pipeline.timeout_seconds
+        if not seconds or session.state.finished:
+            return
+        started = datetime.fromisoformat(session.started_at.replace("Z", "+00:00"))
+        remaining = seconds - (datetime.now(UTC) - started).total_seconds()
+
+        def fire() -> None:
+            asyncio.get_running_loop().create_task(self._deadline(session))
+
+        session.deadline = asyncio.get_running_loop().call_later(max(remaining, 0.0), fire)
+
+    async def _deadline(self, session: Session) -> None:
+        async with self._lock(session.ref.uid):
+            if self.sessions.get(session.ref.uid) is session:
+                await self._apply(session, [(DeadlineReached(), {"t": "deadline"})])
+
+
+def _condition(kind: str, status: str, reason: str, message: str, when: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason or kind,
+        "message": message[:1000],
+        "lastTransitionTime": when,
+    }
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"spec.{where}: {err['msg']}" if where else err["msg"]
