@@ -23,6 +23,7 @@ from flujo import AgentRegistry, Flujo, Usage
 from flujo.cli.transcript import transcript_app, write_transcript
 from flujo.domain import errors
 from flujo.engine import (
+    DeadlineReached,
     Outcome,
     RunStarted,
     StepFailed,
@@ -439,3 +440,27 @@ def test_a_launch_deferred_for_reserved_budget_is_rendered() -> None:
     deferred = text.index("    deferred  fan/b/y: waiting for reserved budget (capped)")
     resumed = text.index("    launch    fan/b/y -> capped (attempt 1)")
     assert start < deferred < text.index("[2] StepSucceeded") < resumed
+
+
+def test_only_the_loop_that_hit_its_bound_says_so() -> None:
+    inner = {
+        "name": "inner",
+        "loop": {"maxIterations": 1, "exitWhen": "false", "steps": [{"name": "x", "agent": "a"}]},
+    }
+    spec = _spec({"name": "outer", "loop": {"maxIterations": 3, "steps": [inner]}})
+    events = [RunStarted(input=0), StepSucceeded(path="outer/iter-1/inner/iter-1/x", output=1)]
+    text = render_transcript(spec, events)
+    assert (
+        "    loop      outer/iter-1/inner: iteration 1 ended, exitWhen `false` false, "
+        "maxIterations=1 reached -> fail"
+    ) in text
+    assert "loop      outer: iteration 1 ended" not in text  # outer did not hit its bound
+    assert "    failed    outer (loop_exhausted)" in text
+
+
+def test_a_deadline_stops_the_run_and_cancels_what_runs() -> None:
+    spec = _spec({"name": "slow", "agent": "a"})
+    text = render_transcript(spec, [RunStarted(input=0), DeadlineReached()])
+    assert "[2] DeadlineReached" in text
+    assert "    cancel    slow (run stopped: DeadlineExceeded)" in text
+    assert "    finish    failed: DeadlineExceeded (timeout)" in text

@@ -454,7 +454,10 @@ class _Renderer:
                 f"{s.path}: iteration {n} ended at maxIterations={bound}, "
                 f"{cond} true or onMaxIterations=succeed -> exit",
             )
-        if s.phase == "failed" and s.error_class == errors.LOOP_EXHAUSTED:
+        last = self.state.steps.get(f"{s.path}/iter-{n}/{loop.steps[-1].name}")
+        body_done = last is not None and last.phase == "succeeded"
+        if s.phase == "failed" and s.error_class == errors.LOOP_EXHAUSTED and body_done:
+            # Its own bound: a nested loop's exhaustion fails this one with the same class.
             return _line(
                 "loop",
                 f"{s.path}: iteration {n} ended, {cond} false, "
