@@ -1,3 +1,3 @@
 """Shared fixtures. Protocol servers live in tests/servers."""
 
-pytest_plugins = ["tests.servers.fixtures"]
+pytest_plugins = ["tests.servers.fixtures", "tests.golden_plugin"]

@@ -7,6 +7,7 @@ import json
 from flujo.engine import LaunchStep, StepSucceeded, advance, new_run
 from flujo.engine.events import RunStarted
 from flujo.spec import AgentSpec, PipelineSpec
+
 from flujo_operator.builders import (
     RunRef,
     build_run_status,

@@ -116,10 +116,10 @@ def _progress(console: Any) -> Any:
     return hook
 
 
-def _print_output(result: RunResult, as_json: bool) -> None:
+def _print_output(result: RunResult, as_json: bool, name: str) -> None:
     if as_json:
         data = result.to_dict()
-        data.pop("events", None)
+        data["pipelineName"] = name
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     elif result.success:
         out = result.output
@@ -147,6 +147,9 @@ def run(
     timeout: Annotated[float | None, typer.Option(help="Run deadline in seconds.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for retry jitter.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    transcript: Annotated[
+        Path | None, typer.Option(help="Write the run's transcript to this file.")
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks of unexpected errors.")] = False,
 ) -> None:
     """Run a pipeline in this process and print its output."""
@@ -189,7 +192,14 @@ def run(
             [f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)"],
             EXIT_FAILED,
         )
-    _print_output(result, as_json)
+    if transcript is not None:
+        from flujo.cli.transcript import write_transcript
+
+        try:
+            write_transcript(result, transcript, name=manifest.metadata.name)
+        except OSError as exc:
+            _fail([f"--transcript {transcript}: {exc.strerror or exc}"])
+    _print_output(result, as_json, manifest.metadata.name)
     if not result.success:
         typer.echo(f"error: run {result.status}: {result.outcome.message}", err=True)
         raise typer.Exit(EXIT_FAILED)
@@ -283,3 +293,12 @@ def version() -> None:
 
 def main() -> None:
     app()
+
+
+def _register_subcommands() -> None:
+    from flujo.cli.transcript import transcript_app
+
+    app.add_typer(transcript_app, name="transcript")
+
+
+_register_subcommands()

@@ -692,7 +692,11 @@ def _governor_before(st: RunState) -> tuple[Any, float, float] | None:
 
 
 def _usd(value: float) -> str:
-    return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.6f}".rstrip("0")
+    """Dollars with at least cents and as many digits as needed (up to 6), so that
+    ``$0.012`` is never shown as ``$0.01`` next to a ``$0.01`` limit."""
+    text = f"{value:.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def describe_breach(breach: Breach) -> str:

@@ -116,6 +116,9 @@ class RunResult:
                 for path, s in self.state.steps.items()
             },
             "events": [e.model_dump(mode="json") for e in self.events],
+            "pipeline": self.state.pipeline.to_data(),
+            "limits": self.state.limits.to_data(),
+            "agentCaps": dict(self.state.agent_caps),
         }
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "FieldSelector",
     "LabelSelector",
     "apply_json_patch",
+    "decode_protobuf",
     "jsonpath_get",
     "merge_patch",
     "normalize_secret",
@@ -417,3 +418,96 @@ def jsonpath_get(obj: Any, path: str) -> Any:
         if value is None:
             return None
     return value
+
+
+# --- protobuf bodies (kubectl's typed commands send them) ---------------------------------------
+#
+# `kubectl create secret|configmap|namespace` encode built-in objects as protobuf
+# (client-go's typed clientset default) and never fall back to JSON. Decoding just
+# those kinds keeps such commands usable; other protobuf bodies are refused (415).
+
+_META_FIELDS: dict[int, tuple[str, str]] = {
+    1: ("name", "string"), 2: ("generateName", "string"), 3: ("namespace", "string"),
+    11: ("labels", "map:string"), 12: ("annotations", "map:string"), 14: ("finalizers", "list:string"),
+}
+_PROTOBUF_KINDS: dict[str, dict[int, tuple[str, str]]] = {
+    "Secret": {1: ("metadata", "meta"), 2: ("data", "map:bytes"), 3: ("type", "string"),
+               4: ("stringData", "map:string"), 5: ("immutable", "bool")},
+    "ConfigMap": {1: ("metadata", "meta"), 2: ("data", "map:string"), 3: ("binaryData", "map:bytes"),
+                  4: ("immutable", "bool")},
+    "Namespace": {1: ("metadata", "meta")},
+}
+
+
+def _protobuf_fields(data: bytes) -> Iterable[tuple[int, int | bytes]]:
+    position = 0
+
+    def varint() -> int:
+        nonlocal position
+        value = shift = 0
+        while True:
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while position < len(data):
+        tag = varint()
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            yield number, varint()
+        elif wire == 2:
+            size = varint()
+            yield number, data[position : position + size]
+            position += size
+        elif wire in (1, 5):
+            position += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _protobuf_message(data: bytes, schema: Mapping[int, tuple[str, str]]) -> Obj:
+    result: Obj = {}
+    for number, value in _protobuf_fields(data):
+        if number not in schema:
+            continue
+        name, kind = schema[number]
+        if kind == "bool":
+            result[name] = bool(value)
+        elif isinstance(value, int):
+            continue
+        elif kind == "string":
+            result[name] = value.decode()
+        elif kind == "meta":
+            result[name] = _protobuf_message(value, _META_FIELDS)
+        elif kind == "list:string":
+            result.setdefault(name, []).append(value.decode())
+        elif kind.startswith("map:"):
+            entry = dict(_protobuf_fields(value))
+            key, item = entry.get(1, b""), entry.get(2, b"")
+            assert isinstance(key, bytes) and isinstance(item, bytes)
+            decoded = base64.b64encode(item).decode() if kind == "map:bytes" else item.decode()
+            result.setdefault(name, {})[key.decode()] = decoded
+    return result
+
+
+def decode_protobuf(body: bytes) -> Obj:
+    """Decode a ``application/vnd.kubernetes.protobuf`` body of a Secret, ConfigMap or Namespace."""
+    if not body.startswith(b"k8s\x00"):
+        raise ApiError(400, "BadRequest", "a protobuf body must start with the k8s magic number")
+    envelope = dict(_protobuf_fields(body[4:]))
+    type_meta, raw = envelope.get(1, b""), envelope.get(2, b"")
+    assert isinstance(type_meta, bytes) and isinstance(raw, bytes)
+    type_fields = dict(_protobuf_fields(type_meta))
+    api_version, kind = (
+        v.decode() if isinstance(v, bytes) else "" for v in (type_fields.get(1, b""), type_fields.get(2, b""))
+    )
+    if kind not in _PROTOBUF_KINDS:
+        raise ApiError(
+            415, "UnsupportedMediaType",
+            f"this emulator decodes protobuf only for {sorted(_PROTOBUF_KINDS)}, not {kind!r}; "
+            "send JSON (e.g. kubectl apply -f) instead",
+        )
+    return {"apiVersion": api_version, "kind": kind, **_protobuf_message(raw, _PROTOBUF_KINDS[kind])}
