@@ -19,11 +19,15 @@ The trivial step is the shared :func:`overhead_common.ainc` wrapped with
 Configurations (``--variants``):
 
 - ``in-memory``: ``Flujo(pipeline, persist_state=False)`` (run state kept in memory,
-  nothing serialised or persisted) with the ``flujo`` logger at WARNING, as 0.6.11 itself
-  sets it in CI/test mode (at INFO it logs a governance line per step);
-- ``default``: ``Flujo(pipeline)``: SQLite state backend (``./flujo_ops.db``), INFO logging;
-  it serialises the whole run state after every step, so its per-step cost grows with
-  run length and long runs are cut by ``--budget-s`` (reported as a lower bound);
+  nothing serialised or persisted), parallel steps with ``merge_strategy=NO_MERGE`` (the
+  default ``CONTEXT_UPDATE`` diffs every pair of branch contexts, ~20x slower here, and the
+  workload needs no context merge), and the ``flujo`` logger at WARNING, as 0.6.11 itself
+  sets it in CI/test mode (at INFO it logs a governance line per step): its fastest
+  configuration that still runs the workload as defined;
+- ``default``: ``Flujo(pipeline)`` and ``Step.parallel`` defaults: SQLite state backend
+  (``./flujo_ops.db``), context merging, INFO logging; it serialises the whole run state
+  after every step, so its per-step cost grows with run length and long runs are cut by
+  ``--budget-s`` (reported as a lower bound);
 - ``memory-backend`` (not run unless asked): ``Flujo(pipeline,
   state_backend=InMemoryBackend())``, the same serialisation into a dict.
 
@@ -47,20 +51,21 @@ import overhead_common as oc
 from flujo import Flujo, Pipeline, Step
 from flujo.domain.dsl.loop import LoopStep
 from flujo.domain.dsl.parallel import ParallelStep
+from flujo.domain.dsl.step import MergeStrategy
 from flujo.state.backends.memory import InMemoryBackend
 
 VARIANTS: dict[str, str] = {
     "in-memory": (
         "Flujo(pipeline, persist_state=False): state in memory only, no persistence; "
-        "'flujo' logger at WARNING"
+        "parallel merge_strategy=NO_MERGE; 'flujo' logger at WARNING"
     ),
     "default": (
         "Flujo(pipeline) as shipped: SQLite state backend (flujo_ops.db in a scratch cwd), "
-        "tracing on, INFO logging"
+        "parallel merge_strategy=CONTEXT_UPDATE, tracing on, INFO logging"
     ),
     "memory-backend": (
         "Flujo(pipeline, state_backend=InMemoryBackend()): state serialised after every "
-        "step into a dict; 'flujo' logger at WARNING"
+        "step into a dict; parallel merge_strategy=NO_MERGE; 'flujo' logger at WARNING"
     ),
 }
 DEFAULT_VARIANTS = ("in-memory", "default")
@@ -71,7 +76,7 @@ def _first_branch(results: list[Any], _context: object) -> Any:
     return results[0]
 
 
-def build(workload: str) -> Pipeline[Any, Any]:
+def build(workload: str, variant: str) -> Pipeline[Any, Any]:
     """The workload as a Flujo 0.6.11 pipeline."""
     if workload == "chain":
         steps = [Step.from_callable(oc.ainc, name=f"s{i}") for i in range(oc.CHAIN_STEPS)]
@@ -94,6 +99,7 @@ def build(workload: str) -> Pipeline[Any, Any]:
                     for i in range(oc.FANOUT_WIDTH)
                 },
                 reduce=_first_branch,
+                **({} if variant == "default" else {"merge_strategy": MergeStrategy.NO_MERGE}),
             )
             for j in range(oc.FANOUT_DEPTH)
         ]
@@ -142,12 +148,10 @@ def measure_variant(variant: str, settings: oc.Settings) -> dict[str, Any]:
     workloads: dict[str, Any] = {}
     for workload in settings.workloads:
         print(f"[flujo 0.6.11] {variant}: {workload}", file=sys.stderr, flush=True)
-        pipeline = build(workload)
+        pipeline = build(workload, variant)
         modes = {"sync": oc.measure_sync(_sync_factory(variant, pipeline), workload, settings)}
         if variant == "in-memory":
-            modes["async"] = oc.measure_async(
-                _async_factory(variant, pipeline), workload, settings
-            )
+            modes["async"] = oc.measure_async(_async_factory(variant, pipeline), workload, settings)
         workloads[workload] = oc.summarize(modes)
     return {"description": VARIANTS[variant], "workloads": workloads}
 

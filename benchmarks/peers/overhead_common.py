@@ -21,9 +21,9 @@ The trivial step returns its integer input plus one and counts itself on
 steps and can abort a run that overruns its time budget (see :class:`StepProbe`).
 
 Timing: per mode (sync or async entry point), ``warmup`` untimed runs, then
-``repeats`` timed runs, each on a freshly built runner (or compiled graph) from a
-pipeline definition built once; ``time.perf_counter`` brackets only the engine's run
-call; ``gc.collect()`` before each run, GC left on.
+``repeats`` timed runs.  Building the pipeline and the runner (or compiled graph) is
+not timed: ``time.perf_counter`` brackets only the engine's run call.  ``gc.collect()``
+runs before each run; GC stays on during it.
 µs/step = run time / step executions; a mode reports the median and the best run;
 a workload reports its fastest mode (by median).
 """
@@ -352,11 +352,11 @@ async def _run_async(
 def measure_sync(
     prepare: Callable[[], Callable[[], Any]], workload: str, settings: Settings
 ) -> dict[str, Any]:
-    """Time ``run()`` for ``run = prepare()``, afresh for every run.
+    """Time ``run()``, where ``run = prepare()`` is obtained (untimed) before every run.
 
-    ``prepare`` builds a new runner (untimed); ``run`` performs one complete pipeline run
-    and returns its final output.  A fresh runner per run keeps result caches that some
-    engines hold per runner from turning repetitions into cache hits.
+    ``run`` performs one complete pipeline run and returns its final output.  ``prepare``
+    returns a runner built once, or builds a fresh one where reusing a runner would change
+    the work done (a per-runner step-result cache would turn repetitions into cache hits).
     """
     rec = _Recorder(workload, settings)
     for _ in range(settings.warmup):

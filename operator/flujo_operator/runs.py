@@ -338,7 +338,8 @@ class RunController:
             session.seen.add((path, attempt))
             self._pod_done(session.ref.namespace, meta["name"])
             await self._apply(session, [found])
-            await self._drain_waiting(session.ref.namespace)
+        # Outside the lock: draining takes each waiting run's own lock.
+        await self._drain_waiting(session.ref.namespace)
 
     async def _pod_event(
         self, session: Session, kind: str, pod: dict[str, Any], path: str, attempt: int

@@ -38,7 +38,9 @@ Obj = dict[str, Any]
 ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -131,7 +133,11 @@ _MERGED_PRIMITIVE_LISTS = {"finalizers"}
 
 def _merge_key(field: str, items: Iterable[Any]) -> str | None:
     if field == "ports":  # containers[].ports merge on containerPort, Service ports on port
-        return "containerPort" if any("containerPort" in i for i in items if isinstance(i, dict)) else "port"
+        return (
+            "containerPort"
+            if any("containerPort" in i for i in items if isinstance(i, dict))
+            else "port"
+        )
     return _MERGE_KEYS.get(field)
 
 
@@ -195,7 +201,11 @@ def _merge_list(field: str, current: Any, patch: list[Any]) -> list[Any]:
     merged = copy.deepcopy(old)
     for item in patch:
         index = next(
-            (n for n, o in enumerate(merged) if isinstance(o, dict) and o.get(key) == item.get(key)),
+            (
+                n
+                for n, o in enumerate(merged)
+                if isinstance(o, dict) and o.get(key) == item.get(key)
+            ),
             None,
         )
         if item.get("$patch") == "delete":
@@ -246,7 +256,10 @@ _EQ_REQUIREMENT = re.compile(r"^(?P<key>[^!=\s]+)\s*(?P<op>==|=|!=)\s*(?P<value>
 
 
 class LabelSelector:
-    """A parsed ``labelSelector`` query: ``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``."""
+    """A parsed ``labelSelector``: ``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``
+
+    Set-based and equality requirements, comma-separated (an AND), as kubectl ``-l`` takes them.
+    """
 
     def __init__(self, text: str | None) -> None:
         self.requirements: list[Callable[[Mapping[str, str]], bool]] = []
@@ -322,10 +335,14 @@ def validate_metadata(obj: Obj, kind: str, *, dns_label_name: bool = False) -> N
     name = str(meta.get("name") or "")
     pattern, limit = (_DNS1123_LABEL, 63) if dns_label_name else (_DNS1123_SUBDOMAIN, 253)
     if not name:
-        raise _invalid(kind, name, "metadata.name", "Required value: name or generateName is required")
+        raise _invalid(
+            kind, name, "metadata.name", "Required value: name or generateName is required"
+        )
     if len(name) > limit or not pattern.match(name):
         raise _invalid(
-            kind, name, "metadata.name",
+            kind,
+            name,
+            "metadata.name",
             f"Invalid value: {name!r}: a lowercase RFC 1123 "
             f"{'label' if dns_label_name else 'subdomain'} must consist of lower case "
             "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
@@ -335,7 +352,9 @@ def validate_metadata(obj: Obj, kind: str, *, dns_label_name: bool = False) -> N
         _validate_qualified_key(kind, name, "metadata.labels", key)
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
             raise _invalid(
-                kind, name, "metadata.labels",
+                kind,
+                name,
+                "metadata.labels",
                 f"Invalid value: {value!r}: a valid label must be an empty string or consist of "
                 "alphanumeric characters, '-', '_' or '.', and must start and end with an "
                 "alphanumeric character (at most 63 characters)",
@@ -349,7 +368,9 @@ def validate_metadata(obj: Obj, kind: str, *, dns_label_name: bool = False) -> N
         total += len(key.encode()) + len(value.encode())
     if total > ANNOTATIONS_MAX_BYTES:
         raise _invalid(
-            kind, name, "metadata.annotations",
+            kind,
+            name,
+            "metadata.annotations",
             f"Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes",
         )
 
@@ -406,12 +427,17 @@ _JSONPATH_STEP = re.compile(r"\.([A-Za-z0-9_\-$]+)|\[(\d+)\]|\['([^']*)'\]|\[\"(
 
 
 def jsonpath_get(obj: Any, path: str) -> Any:
-    """Evaluate a simple JSONPath (``.status.phase``, ``.spec.items[0]``, ``.metadata.labels['a']``)."""
+    """Evaluate the simple JSONPaths printer columns use.
+
+    E.g. ``.status.phase``, ``.spec.items[0]``, ``.metadata.labels['a']``; no filters or wildcards.
+    """
     value = obj
     for match in _JSONPATH_STEP.finditer(path.strip().lstrip("$")):
         field, index, quoted, dquoted = match.groups()
         if index is not None:
-            value = value[int(index)] if isinstance(value, list) and int(index) < len(value) else None
+            value = (
+                value[int(index)] if isinstance(value, list) and int(index) < len(value) else None
+            )
         else:
             key = field if field is not None else quoted if quoted is not None else dquoted
             value = value.get(key) if isinstance(value, dict) else None
@@ -427,14 +453,27 @@ def jsonpath_get(obj: Any, path: str) -> Any:
 # those kinds keeps such commands usable; other protobuf bodies are refused (415).
 
 _META_FIELDS: dict[int, tuple[str, str]] = {
-    1: ("name", "string"), 2: ("generateName", "string"), 3: ("namespace", "string"),
-    11: ("labels", "map:string"), 12: ("annotations", "map:string"), 14: ("finalizers", "list:string"),
+    1: ("name", "string"),
+    2: ("generateName", "string"),
+    3: ("namespace", "string"),
+    11: ("labels", "map:string"),
+    12: ("annotations", "map:string"),
+    14: ("finalizers", "list:string"),
 }
 _PROTOBUF_KINDS: dict[str, dict[int, tuple[str, str]]] = {
-    "Secret": {1: ("metadata", "meta"), 2: ("data", "map:bytes"), 3: ("type", "string"),
-               4: ("stringData", "map:string"), 5: ("immutable", "bool")},
-    "ConfigMap": {1: ("metadata", "meta"), 2: ("data", "map:string"), 3: ("binaryData", "map:bytes"),
-                  4: ("immutable", "bool")},
+    "Secret": {
+        1: ("metadata", "meta"),
+        2: ("data", "map:bytes"),
+        3: ("type", "string"),
+        4: ("stringData", "map:string"),
+        5: ("immutable", "bool"),
+    },
+    "ConfigMap": {
+        1: ("metadata", "meta"),
+        2: ("data", "map:string"),
+        3: ("binaryData", "map:bytes"),
+        4: ("immutable", "bool"),
+    },
     "Namespace": {1: ("metadata", "meta")},
 }
 
@@ -502,12 +541,18 @@ def decode_protobuf(body: bytes) -> Obj:
     assert isinstance(type_meta, bytes) and isinstance(raw, bytes)
     type_fields = dict(_protobuf_fields(type_meta))
     api_version, kind = (
-        v.decode() if isinstance(v, bytes) else "" for v in (type_fields.get(1, b""), type_fields.get(2, b""))
+        v.decode() if isinstance(v, bytes) else ""
+        for v in (type_fields.get(1, b""), type_fields.get(2, b""))
     )
     if kind not in _PROTOBUF_KINDS:
         raise ApiError(
-            415, "UnsupportedMediaType",
+            415,
+            "UnsupportedMediaType",
             f"this emulator decodes protobuf only for {sorted(_PROTOBUF_KINDS)}, not {kind!r}; "
             "send JSON (e.g. kubectl apply -f) instead",
         )
-    return {"apiVersion": api_version, "kind": kind, **_protobuf_message(raw, _PROTOBUF_KINDS[kind])}
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        **_protobuf_message(raw, _PROTOBUF_KINDS[kind]),
+    }

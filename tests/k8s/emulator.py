@@ -59,7 +59,8 @@ import random
 import re
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+import warnings
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import aiohttp.web
@@ -93,7 +94,6 @@ KUBELET_USER_AGENT = "flujo-local-kubelet"
 
 ETCD_OBJECT_LIMIT = 1_572_864  # etcd's default --max-request-bytes (1.5 MiB)
 REQUEST_BODY_LIMIT = 3 * 1024 * 1024  # the API server's request-body limit
-LOG_RETENTION = 50_000  # watch events kept for resuming; older resourceVersions get 410 Gone
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],
@@ -108,7 +108,7 @@ _WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "
 
 @attrs.frozen
 class ApiPath:
-    """A resource URL split into its Kubernetes parts (kmock 0.8 cannot parse ``/api/v1/namespaces``)."""
+    """A resource URL split into Kubernetes parts (kmock 0.8 fails on ``/api/v1/namespaces``)."""
 
     group: str
     version: str
@@ -167,8 +167,11 @@ class Emulator(kmock.KubernetesEmulator):
     """
 
     history_limit: int = 100  # object versions kept in `objects[...].history`
+    watch_history: int = 50_000  # watch events kept to resume from; older ones get 410 Gone
 
-    writes: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter, init=False)
+    writes: collections.Counter[tuple[str, str]] = attrs.field(
+        factory=collections.Counter, init=False
+    )
     kubelet_writes: collections.Counter[tuple[str, str]] = attrs.field(
         factory=collections.Counter, init=False
     )
@@ -180,11 +183,12 @@ class Emulator(kmock.KubernetesEmulator):
     _closing: bool = attrs.field(default=False, init=False)
     _crds: dict[tuple[str, str], Obj] = attrs.field(factory=dict, init=False)
     _uids: dict[str, tuple[kmock.resource, str | None, str]] = attrs.field(factory=dict, init=False)
-    _address: str = attrs.field(default="127.0.0.1:0", init=False)
 
     def __attrs_post_init__(self) -> None:
         # Deliberately not calling kmock's: its fallback reactions are replaced by `_serve`.
-        self.resources.load_bundled()
+        with warnings.catch_warnings():  # kmock 0.8 calls the deprecated read_binary()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.resources.load_bundled()
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             served = self._resolve("", "v1", "namespaces")
             assert served is not None
@@ -230,8 +234,11 @@ class Emulator(kmock.KubernetesEmulator):
         if api is not None and api.plural is not None:
             if raw.method == "GET":
                 action = (
-                    kmock.action.WATCH if raw.query.get("watch") in ("true", "1")
-                    else kmock.action.LIST if api.name is None else kmock.action.FETCH
+                    kmock.action.WATCH
+                    if raw.query.get("watch") in ("true", "1")
+                    else kmock.action.LIST
+                    if api.name is None
+                    else kmock.action.FETCH
                 )
             elif raw.method == "POST":
                 action = kmock.action.CREATE
@@ -268,13 +275,17 @@ class Emulator(kmock.KubernetesEmulator):
         counter = self.kubelet_writes if agent.startswith(KUBELET_USER_AGENT) else self.writes
         counter[what, verb] += 1
 
-    async def _serve(self, request: rendering.Request, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+    async def _serve(
+        self, request: rendering.Request, raw: aiohttp.web.BaseRequest
+    ) -> aiohttp.web.StreamResponse:
         try:
             content_type = raw.headers.get("Content-Type", "")
             if "protobuf" in content_type:
                 request = attrs.evolve(request, data=decode_protobuf(request.body))
             elif "cbor" in content_type:
-                raise ApiError(415, "UnsupportedMediaType", "only JSON bodies are supported by this server")
+                raise ApiError(
+                    415, "UnsupportedMediaType", "only JSON bodies are supported by this server"
+                )
             if len(request.body) > REQUEST_BODY_LIMIT:
                 raise ApiError(413, "RequestEntityTooLarge", f"limit is {REQUEST_BODY_LIMIT}")
             path = raw.path.rstrip("/") or "/"
@@ -306,6 +317,8 @@ class Emulator(kmock.KubernetesEmulator):
         if sub is not None and sub not in served.subresources:
             raise _not_found_url()
         method = raw.method
+        if method in ("PUT", "PATCH") and sub not in (None, "status"):
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {sub}")
         if method == "GET" and params.get("watch") in ("true", "1"):
             return await self._watch(raw, served, ns, name, params)
         if method == "GET" and sub == "log" and name is not None:
@@ -314,12 +327,14 @@ class Emulator(kmock.KubernetesEmulator):
             items = self._select(served, ns, params)
             if _wants_table(raw):
                 return _json(self._table(served, items))
-            return _json({
-                "apiVersion": served.api_version,
-                "kind": f"{served.kind}List",
-                "metadata": {"resourceVersion": str(self._rv)},
-                "items": [self._present(served, obj) for obj in items],
-            })
+            return _json(
+                {
+                    "apiVersion": served.api_version,
+                    "kind": f"{served.kind}List",
+                    "metadata": {"resourceVersion": str(self._rv)},
+                    "items": [self._present(served, obj) for obj in items],
+                }
+            )
         if method == "GET" and name is not None:
             obj = self._require(served, ns, name)
             if _wants_table(raw) and sub is None:
@@ -328,9 +343,13 @@ class Emulator(kmock.KubernetesEmulator):
         dry_run = params.get("dryRun") == "All"
         if method == "POST" and name is None:
             data = _body_object(request)
-            return await self._after_write(self._create(served, ns, data, params, dry_run=dry_run), served, 201)
+            return await self._after_write(
+                self._create(served, ns, data, params, dry_run=dry_run), served, 201
+            )
         if method == "POST" and sub == "binding" and name is not None:
-            return await self._after_write(self._bind(served, ns, name, _body_object(request)), served, 201)
+            return await self._after_write(
+                self._bind(served, ns, name, _body_object(request)), served, 201
+            )
         if method == "POST" and sub == "eviction" and name is not None:
             options = _body_object(request).get("deleteOptions") or {}
             return await self._after_write(self._delete(served, ns, name, options, params), served)
@@ -347,15 +366,27 @@ class Emulator(kmock.KubernetesEmulator):
         if method == "DELETE" and name is None:
             options = request.data if isinstance(request.data, dict) else {}
             deleted = [
-                self._delete(served, obj["metadata"].get("namespace"), obj["metadata"]["name"], options, params)
+                self._delete(
+                    served,
+                    obj["metadata"].get("namespace"),
+                    obj["metadata"]["name"],
+                    options,
+                    params,
+                )
                 for obj in self._select(served, ns, params)
             ]
-            listing = {"apiVersion": served.api_version, "kind": f"{served.kind}List",
-                       "metadata": {"resourceVersion": str(self._rv)}, "items": deleted}
+            listing = {
+                "apiVersion": served.api_version,
+                "kind": f"{served.kind}List",
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": deleted,
+            }
             return await self._after_write(listing, served)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
 
-    async def _after_write(self, obj: Obj, served: Served, code: int = 200) -> aiohttp.web.StreamResponse:
+    async def _after_write(
+        self, obj: Obj, served: Served, code: int = 200
+    ) -> aiohttp.web.StreamResponse:
         await self._notify()
         return _json(self._present(served, obj) if obj.get("kind") == served.kind else obj, code)
 
@@ -364,19 +395,31 @@ class Emulator(kmock.KubernetesEmulator):
     def _discovery_root(self, path: str, raw: aiohttp.web.BaseRequest) -> Obj:
         if path == "/version":
             return {
-                "major": "1", "minor": "36", "gitVersion": "v1.36.0-flujo-emulator",
-                "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
-                "goVersion": "go1.25", "compiler": "gc", "platform": "linux/amd64",
+                "major": "1",
+                "minor": "36",
+                "gitVersion": "v1.36.0-flujo-emulator",
+                "gitCommit": "0" * 40,
+                "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.25",
+                "compiler": "gc",
+                "platform": "linux/amd64",
             }
         if path == "/api":
             return {
-                "kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": raw.host}],
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": raw.host}
+                ],
             }
         groups = self._groups()
         if path == "/apis":
-            return {"kind": "APIGroupList", "apiVersion": "v1",
-                    "groups": [self._group_doc(g, vs) for g, vs in sorted(groups.items()) if g]}
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [self._group_doc(g, vs) for g, vs in sorted(groups.items()) if g],
+            }
         paths = {"/api", "/api/v1", "/apis", "/version"}
         for group, versions in groups.items():
             if group:
@@ -408,8 +451,11 @@ class Emulator(kmock.KubernetesEmulator):
                 continue
             info = self.resources[res]
             entry: Obj = {
-                "name": res.plural, "singularName": info.singular or "", "namespaced": bool(info.namespaced),
-                "kind": info.kind, "verbs": sorted(info.verbs),
+                "name": res.plural,
+                "singularName": info.singular or "",
+                "namespaced": bool(info.namespaced),
+                "kind": info.kind,
+                "verbs": sorted(info.verbs),
             }
             if info.shortnames:
                 entry["shortNames"] = sorted(info.shortnames)
@@ -417,14 +463,23 @@ class Emulator(kmock.KubernetesEmulator):
                 entry["categories"] = sorted(info.categories)
             resources.append(entry)
             for sub in sorted(info.subresources):
-                resources.append({
-                    "name": f"{res.plural}/{sub}", "singularName": "", "namespaced": bool(info.namespaced),
-                    "kind": info.kind, "verbs": SUBRESOURCE_VERBS.get(sub, ["get"]),
-                })
+                resources.append(
+                    {
+                        "name": f"{res.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": bool(info.namespaced),
+                        "kind": info.kind,
+                        "verbs": SUBRESOURCE_VERBS.get(sub, ["get"]),
+                    }
+                )
         if not resources and group:
             raise _not_found_url()
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
 
     def _resolve(self, group: str, version: str, plural: str) -> Served | None:
         crd = self._crds.get((group, plural))
@@ -433,7 +488,9 @@ class Emulator(kmock.KubernetesEmulator):
             return None
         info = self.resources[res]
         if crd is not None:
-            storage = next((v["name"] for v in crd["spec"]["versions"] if v.get("storage")), version)
+            storage = next(
+                (v["name"] for v in crd["spec"]["versions"] if v.get("storage")), version
+            )
             key = kmock.resource(group, storage, plural)
         else:
             key = res
@@ -448,17 +505,32 @@ class Emulator(kmock.KubernetesEmulator):
             subresources=frozenset(info.subresources),
         )
 
-    def _register_crd(self, crd: Obj) -> None:
+    @staticmethod
+    def _validate_crd(crd: Obj) -> None:
         spec = crd.get("spec") or {}
         group, names = spec.get("group", ""), spec.get("names") or {}
         plural, kind = names.get("plural"), names.get("kind")
-        if not group or not plural or not kind or crd["metadata"]["name"] != f"{plural}.{group}":
+        versions = spec.get("versions") or []
+        if (
+            not group
+            or not plural
+            or not kind
+            or crd["metadata"]["name"] != f"{plural}.{group}"
+            or sum(1 for v in versions if v.get("storage")) != 1
+        ):
             raise ApiError(
-                422, "Invalid",
+                422,
+                "Invalid",
                 f'CustomResourceDefinition "{crd["metadata"]["name"]}" is invalid: '
-                "metadata.name must be spec.names.plural+\".\"+spec.group; group, plural and kind are required",
+                'metadata.name must be spec.names.plural+"."+spec.group; group, plural, kind '
+                "and exactly one storage version are required",
             )
-        self._unregister_crd(crd)
+
+    def _register_crd(self, crd: Obj, old: Obj | None = None) -> None:
+        self._unregister_crd(old if old is not None else crd)
+        spec = crd["spec"]
+        group, names = spec["group"], spec["names"]
+        plural, kind = names["plural"], names["kind"]
         for version in spec.get("versions") or []:
             if not version.get("served", True):
                 continue
@@ -486,7 +558,9 @@ class Emulator(kmock.KubernetesEmulator):
         crd = self._crds.get((served.key.group or "", served.plural))
         for version in (crd or {}).get("spec", {}).get("versions") or []:
             if version["name"] == served.key.version:
-                schema: Mapping[str, Any] | None = (version.get("schema") or {}).get("openAPIV3Schema")
+                schema: Mapping[str, Any] | None = (version.get("schema") or {}).get(
+                    "openAPIV3Schema"
+                )
                 return schema
         return None
 
@@ -514,9 +588,12 @@ class Emulator(kmock.KubernetesEmulator):
         labels = LabelSelector(params.get("labelSelector"))
         fields = FieldSelector(params.get("fieldSelector"))
         return [
-            obj for (res, obj_ns, _), obj in self._live()
-            if res == served.key and (ns is None or obj_ns == ns)
-            and labels.matches(obj) and fields.matches(obj)
+            obj
+            for (res, obj_ns, _), obj in self._live()
+            if res == served.key
+            and (ns is None or obj_ns == ns)
+            and labels.matches(obj)
+            and fields.matches(obj)
         ]
 
     def _present(self, served: Served, obj: Obj) -> Obj:
@@ -546,8 +623,8 @@ class Emulator(kmock.KubernetesEmulator):
         if event != "DELETED":
             self._uids[meta["uid"]] = key
         self._log.append(WatchEvent(self._rv, served.key, event, obj, old))
-        if len(self._log) > LOG_RETENTION:
-            del self._log[: len(self._log) - LOG_RETENTION]
+        if len(self._log) > self.watch_history:
+            del self._log[: len(self._log) - self.watch_history]
         return obj
 
     async def _notify(self) -> None:
@@ -557,30 +634,53 @@ class Emulator(kmock.KubernetesEmulator):
             self._changed.notify_all()
 
     def _create(
-        self, served: Served, ns: str | None, data: Obj, params: Mapping[str, str], *, dry_run: bool = False
+        self,
+        served: Served,
+        ns: str | None,
+        data: Obj,
+        params: Mapping[str, str],
+        *,
+        dry_run: bool = False,
     ) -> Obj:
         obj = copy.deepcopy(data)
         meta = obj.setdefault("metadata", {})
         if obj.get("kind") not in (None, served.kind):
-            raise ApiError(400, "BadRequest", f"the object kind {obj['kind']!r} does not match {served.kind!r}")
+            raise ApiError(
+                400, "BadRequest", f"the object kind {obj['kind']!r} does not match {served.kind!r}"
+            )
         if served.namespaced:
             if meta.get("namespace") not in (None, "", ns):
-                raise ApiError(400, "BadRequest", "the namespace of the provided object does not match "
-                                                  "the namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match "
+                    "the namespace sent on the request",
+                )
             if ns is None:
                 raise _not_found_url()
             meta["namespace"] = ns
             if self._namespace_missing(ns):
-                raise ApiError(404, "NotFound", f'namespaces "{ns}" not found',
-                               {"name": ns, "kind": "namespaces"})
+                raise ApiError(
+                    404,
+                    "NotFound",
+                    f'namespaces "{ns}" not found',
+                    {"name": ns, "kind": "namespaces"},
+                )
         else:
             meta.pop("namespace", None)
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + "".join(random.choices(_NAME_SUFFIX_ALPHABET, k=5))
+            meta["name"] = meta["generateName"] + "".join(
+                random.choices(_NAME_SUFFIX_ALPHABET, k=5)
+            )
         group, version = served.key.group, served.key.version
         obj["apiVersion"], obj["kind"] = f"{group}/{version}" if group else version, served.kind
-        for field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds",
-                      "managedFields", "selfLink"):
+        for field in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ):
             meta.pop(field, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), generation=1)
         if served.custom and served.status_subresource:
@@ -588,7 +688,9 @@ class Emulator(kmock.KubernetesEmulator):
         self._prepare(served, obj, None)
         if self._get(served, ns, meta["name"]) is not None:
             raise ApiError(
-                409, "AlreadyExists", f'{_qualified(served)} "{meta["name"]}" already exists',
+                409,
+                "AlreadyExists",
+                f'{_qualified(served)} "{meta["name"]}" already exists',
                 {"name": meta["name"], "group": served.key.group, "kind": served.plural},
             )
         if dry_run:
@@ -612,6 +714,8 @@ class Emulator(kmock.KubernetesEmulator):
             obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj)}
         if served.key == _NAMESPACES and old is None:
             obj["status"] = {"phase": "Active"}
+        if served.key == _CRDS:
+            self._validate_crd(obj)
         if served.custom:
             schema = self._crd_schema(served)
             pruned = prune(obj, schema, root=True)
@@ -624,16 +728,23 @@ class Emulator(kmock.KubernetesEmulator):
     def _established(self, crd: Obj) -> Obj:
         new = copy.deepcopy(crd)
         names = new["spec"]["names"]
-        accepted = {**names, "singular": names.get("singular") or names["kind"].lower(),
-                    "listKind": names.get("listKind") or f"{names['kind']}List"}
+        accepted = {
+            **names,
+            "singular": names.get("singular") or names["kind"].lower(),
+            "listKind": names.get("listKind") or f"{names['kind']}List",
+        }
         now = now_rfc3339()
         new["status"] = {
             "acceptedNames": accepted,
-            "storedVersions": [v["name"] for v in new["spec"].get("versions", []) if v.get("storage")],
+            "storedVersions": [
+                v["name"] for v in new["spec"].get("versions", []) if v.get("storage")
+            ],
             "conditions": [
                 {"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": now}
-                for t, r, m in (("NamesAccepted", "NoConflicts", "no conflicts found"),
-                                ("Established", "InitialNamesAccepted", "the initial names have been accepted"))
+                for t, r, m in (
+                    ("NamesAccepted", "NoConflicts", "no conflicts found"),
+                    ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+                )
             ],
         }
         return new
@@ -643,18 +754,34 @@ class Emulator(kmock.KubernetesEmulator):
         return key not in self._objects or self._objects[key].deleted
 
     def _update(
-        self, served: Served, ns: str | None, name: str, sub: str | None, data: Obj, *, dry_run: bool = False
+        self,
+        served: Served,
+        ns: str | None,
+        name: str,
+        sub: str | None,
+        data: Obj,
+        *,
+        dry_run: bool = False,
     ) -> Obj:
         current = self._require(served, ns, name)
         meta = data.get("metadata") or {}
         if meta.get("name") not in (None, name):
-            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+            raise ApiError(
+                400, "BadRequest", "the name of the object does not match the name on the URL"
+            )
         self._check_version(served, current, meta.get("resourceVersion"))
         return self._write(served, current, data, sub, dry_run=dry_run)
 
     def _patch(
-        self, served: Served, ns: str | None, name: str, sub: str | None,
-        request: rendering.Request, params: Mapping[str, str], *, dry_run: bool = False,
+        self,
+        served: Served,
+        ns: str | None,
+        name: str,
+        sub: str | None,
+        request: rendering.Request,
+        params: Mapping[str, str],
+        *,
+        dry_run: bool = False,
     ) -> tuple[Obj, bool]:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
         current = self._get(served, ns, name)
@@ -669,7 +796,9 @@ class Emulator(kmock.KubernetesEmulator):
                 if sub is not None:
                     raise _not_found(served, name)
                 return self._create(served, ns, data, params, dry_run=dry_run), True
-            self._check_version(served, current, (data.get("metadata") or {}).get("resourceVersion"))
+            self._check_version(
+                served, current, (data.get("metadata") or {}).get("resourceVersion")
+            )
             merge = merge_patch if served.custom else strategic_merge_patch
             return self._write(served, current, merge(current, data), sub, dry_run=dry_run), False
         if current is None:
@@ -691,7 +820,9 @@ class Emulator(kmock.KubernetesEmulator):
         if wanted not in (None, "") and str(wanted) != current["metadata"]["resourceVersion"]:
             raise _conflict(served, current["metadata"]["name"])
 
-    def _write(self, served: Served, current: Obj, data: Obj, sub: str | None, *, dry_run: bool = False) -> Obj:
+    def _write(
+        self, served: Served, current: Obj, data: Obj, sub: str | None, *, dry_run: bool = False
+    ) -> Obj:
         """Turn a client's intended object into the stored one: the update half of PUT and PATCH."""
         new = copy.deepcopy(data)
         if sub == "status":
@@ -705,8 +836,16 @@ class Emulator(kmock.KubernetesEmulator):
             if not isinstance(meta, dict):
                 raise ApiError(422, "Invalid", "metadata must be an object")
             cmeta = current["metadata"]
-            for field in ("uid", "creationTimestamp", "generation", "resourceVersion", "deletionTimestamp",
-                          "deletionGracePeriodSeconds", "namespace", "name"):
+            for field in (
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "namespace",
+                "name",
+            ):
                 if field in cmeta:
                     meta[field] = cmeta[field]
                 else:
@@ -720,14 +859,17 @@ class Emulator(kmock.KubernetesEmulator):
                     new["status"] = copy.deepcopy(current["status"])
         return self._store_update(served, current, new, dry_run=dry_run)
 
-    def _store_update(self, served: Served, current: Obj, new: Obj, *, dry_run: bool = False) -> Obj:
+    def _store_update(
+        self, served: Served, current: Obj, new: Obj, *, dry_run: bool = False
+    ) -> Obj:
         self._prepare(served, new, current)
         meta, cmeta = new["metadata"], current["metadata"]
         if cmeta.get("deletionTimestamp"):
             added = set(meta.get("finalizers") or []) - set(cmeta.get("finalizers") or [])
             if added:
                 raise ApiError(
-                    422, "Invalid",
+                    422,
+                    "Invalid",
                     f'{served.kind} "{cmeta["name"]}" is invalid: metadata.finalizers: Forbidden: '
                     f"no new finalizers can be added if the object is being deleted, found new "
                     f"finalizers {sorted(added)!r}",
@@ -740,7 +882,7 @@ class Emulator(kmock.KubernetesEmulator):
             return new
         stored = self._commit(served, "MODIFIED", new, current)
         if served.key == _CRDS:
-            self._register_crd(stored)
+            self._register_crd(stored, current)
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             self._remove(served, stored)
         return stored
@@ -751,17 +893,35 @@ class Emulator(kmock.KubernetesEmulator):
         if not target:
             raise ApiError(422, "Invalid", "Binding.target.name is required")
         if pod.get("spec", {}).get("nodeName"):
-            raise ApiError(409, "Conflict", f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"')
+            raise ApiError(
+                409,
+                "Conflict",
+                f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"',
+            )
         new = copy.deepcopy(pod)
         new.setdefault("spec", {})["nodeName"] = target
         conditions = new.setdefault("status", {}).setdefault("conditions", [])
-        conditions.append({"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()})
+        conditions.append(
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}
+        )
         self._store_update(served, pod, new)
-        return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success", "code": 201}
+        return {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Success",
+            "code": 201,
+        }
 
     def _delete(
-        self, served: Served, ns: str | None, name: str, options: Mapping[str, Any],
-        params: Mapping[str, str], *, dry_run: bool = False,
+        self,
+        served: Served,
+        ns: str | None,
+        name: str,
+        options: Mapping[str, Any],
+        params: Mapping[str, str],
+        *,
+        dry_run: bool = False,
     ) -> Obj:
         current = self._require(served, ns, name)
         meta = current["metadata"]
@@ -790,13 +950,15 @@ class Emulator(kmock.KubernetesEmulator):
             nmeta["finalizers"] = [*(nmeta.get("finalizers") or []), "foregroundDeletion"]
         if grace > 0 or nmeta.get("finalizers"):
             deadline = now_rfc3339(grace)
-            if not nmeta.get("deletionTimestamp") or grace < int(nmeta.get("deletionGracePeriodSeconds", 0)):
+            if not nmeta.get("deletionTimestamp") or grace < int(
+                nmeta.get("deletionGracePeriodSeconds", 0)
+            ):
                 nmeta["deletionTimestamp"] = deadline
                 nmeta["deletionGracePeriodSeconds"] = grace
                 nmeta["generation"] = int(nmeta.get("generation", 1)) + 1
             if new == current:
                 return current
-            # Bypass `_store_update`'s "no new finalizers" rule: the server adds foregroundDeletion itself.
+            # Not `_store_update`: its "no new finalizers" rule does not bind the server itself.
             self._prepare(served, new, current)
             stored = self._commit(served, "MODIFIED", new, current)
             if policy == "Foreground":
@@ -815,9 +977,12 @@ class Emulator(kmock.KubernetesEmulator):
         if served.key == _CRDS:
             self._unregister_crd(gone)
             spec = gone.get("spec") or {}
+            plural = (spec.get("names") or {}).get("plural")
             for key, instance in list(self._live()):
-                if key[0].group == spec.get("group") and key[0].plural == spec.get("names", {}).get("plural"):
-                    self._commit(self._served_for(key[0]), "DELETED", copy.deepcopy(instance), instance)
+                if key[0].group == spec.get("group") and key[0].plural == plural:
+                    self._remove(
+                        self._served_for(key[0]), instance
+                    )  # finalizers are not waited for
         if served.key == _NAMESPACES:
             for key, instance in list(self._live()):
                 if key[1] == meta["name"]:
@@ -832,8 +997,15 @@ class Emulator(kmock.KubernetesEmulator):
     def _served_for(self, key: kmock.resource) -> Served:
         served = self._resolve(key.group or "", key.version or "", key.plural or "")
         if served is None:  # e.g. the CRD is already unregistered
-            return Served(key=key, api_version=f"{key.group}/{key.version}" if key.group else key.version or "",
-                          kind="", plural=key.plural or "", namespaced=True, status_subresource=False, custom=True)
+            return Served(
+                key=key,
+                api_version=f"{key.group}/{key.version}" if key.group else key.version or "",
+                kind="",
+                plural=key.plural or "",
+                namespaced=True,
+                status_subresource=False,
+                custom=True,
+            )
         return served
 
     def _delete_internal(self, obj: Obj, policy: str, res: kmock.resource | None = None) -> None:
@@ -843,11 +1015,14 @@ class Emulator(kmock.KubernetesEmulator):
             return
         served = self._served_for(key)
         with contextlib.suppress(ApiError):
-            self._delete(served, meta.get("namespace"), meta["name"], {"propagationPolicy": policy}, {})
+            self._delete(
+                served, meta.get("namespace"), meta["name"], {"propagationPolicy": policy}, {}
+            )
 
     def _dependents(self, uid: str) -> list[Obj]:
         return [
-            obj for _, obj in self._live()
+            obj
+            for _, obj in self._live()
             if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
         ]
 
@@ -874,7 +1049,11 @@ class Emulator(kmock.KubernetesEmulator):
     # --- watching ------------------------------------------------------------------------------
 
     async def _watch(
-        self, raw: aiohttp.web.BaseRequest, served: Served, ns: str | None, name: str | None,
+        self,
+        raw: aiohttp.web.BaseRequest,
+        served: Served,
+        ns: str | None,
+        name: str | None,
         params: Mapping[str, str],
     ) -> aiohttp.web.StreamResponse:
         labels = LabelSelector(params.get("labelSelector"))
@@ -905,11 +1084,17 @@ class Emulator(kmock.KubernetesEmulator):
             for obj in [o for (res, _, _), o in self._live() if res == served.key and matches(o)]:
                 await send("ADDED", self._present(served, obj))
             if params.get("sendInitialEvents") == "true":
-                await send("BOOKMARK", {
-                    "apiVersion": served.api_version, "kind": served.kind,
-                    "metadata": {"resourceVersion": str(position),
-                                 "annotations": {"k8s.io/initial-events-end": "true"}},
-                })
+                await send(
+                    "BOOKMARK",
+                    {
+                        "apiVersion": served.api_version,
+                        "kind": served.kind,
+                        "metadata": {
+                            "resourceVersion": str(position),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    },
+                )
         else:
             try:
                 position = int(since)
@@ -922,10 +1107,20 @@ class Emulator(kmock.KubernetesEmulator):
                 return response
         if self._changed is None:
             self._changed = asyncio.Condition()
+        changed = self._changed
+
+        def progressed() -> bool:
+            return self._rv > position or self._closing
+
         try:
             while not self._closing:
                 first = self._log[0].rv if self._log else self._rv + 1
-                for event in self._log[max(0, position + 1 - first):]:
+                if position < first - 1:  # this watcher fell behind the retained history
+                    await send(
+                        "ERROR", ApiError(410, "Expired", "too old resource version").status()
+                    )
+                    break
+                for event in self._log[position + 1 - first :]:
                     position = event.rv
                     if event.key != served.key:
                         continue
@@ -941,14 +1136,12 @@ class Emulator(kmock.KubernetesEmulator):
                 if raw.transport is None or raw.transport.is_closing():
                     break
                 wait = 1.0 if remaining is None else min(1.0, remaining)
-                async with self._changed:
+                async with changed:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._changed.wait_for(lambda: self._rv > position or self._closing), wait
-                        )
+                        await asyncio.wait_for(changed.wait_for(progressed), wait)
             await response.write_eof()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+        except ConnectionError:
+            pass  # the client went away
         return response
 
     async def close(self) -> None:
@@ -959,19 +1152,31 @@ class Emulator(kmock.KubernetesEmulator):
     # --- pods/log ------------------------------------------------------------------------------
 
     async def _serve_log(
-        self, raw: aiohttp.web.BaseRequest, served: Served, ns: str | None, name: str, params: Mapping[str, str]
+        self,
+        raw: aiohttp.web.BaseRequest,
+        served: Served,
+        ns: str | None,
+        name: str,
+        params: Mapping[str, str],
     ) -> aiohttp.web.StreamResponse:
         pod = self._require(served, ns, name)
         key = (ns or "", name)
         if key not in self.pod_logs:
             container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "")
-            raise ApiError(400, "BadRequest",
-                           f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating',
+            )
         if params.get("follow") not in ("true", "1"):
             data = bytes(self.pod_logs.get(key, b""))
             if params.get("tailLines"):
                 lines = data.splitlines(keepends=True)
-                data = b"".join(lines[-int(params["tailLines"]):]) if int(params["tailLines"]) else b""
+                data = (
+                    b"".join(lines[-int(params["tailLines"]) :])
+                    if int(params["tailLines"])
+                    else b""
+                )
             if params.get("limitBytes"):
                 data = data[: int(params["limitBytes"])]
             return aiohttp.web.Response(body=data, content_type="text/plain")
@@ -986,7 +1191,9 @@ class Emulator(kmock.KubernetesEmulator):
                     sent = len(buffer)
                 current = self._get(served, ns, name)
                 phase = ((current or {}).get("status") or {}).get("phase")
-                if current is None or (phase in ("Succeeded", "Failed") and len(self.pod_logs.get(key, b"")) == sent):
+                if current is None or (
+                    phase in ("Succeeded", "Failed") and len(self.pod_logs.get(key, b"")) == sent
+                ):
                     break
                 await asyncio.sleep(0.05)
             await response.write_eof()
@@ -1002,10 +1209,17 @@ class Emulator(kmock.KubernetesEmulator):
             if version["name"] == served.key.version:
                 printer = version.get("additionalPrinterColumns") or []
         if served.key == _PODS:
-            columns += [("Ready", "string", "", ""), ("Status", "string", "", ".status.phase"),
-                        ("Restarts", "integer", "", ""), ("Age", "string", "", ".metadata.creationTimestamp")]
+            columns += [
+                ("Ready", "string", "", ""),
+                ("Status", "string", "", ".status.phase"),
+                ("Restarts", "integer", "", ""),
+                ("Age", "string", "", ".metadata.creationTimestamp"),
+            ]
         elif printer:
-            columns += [(c["name"], c.get("type", "string"), c.get("format", ""), c["jsonPath"]) for c in printer]
+            columns += [
+                (c["name"], c.get("type", "string"), c.get("format", ""), c["jsonPath"])
+                for c in printer
+            ]
         else:
             columns.append(("Age", "date", "", ".metadata.creationTimestamp"))
         rows = []
@@ -1018,7 +1232,10 @@ class Emulator(kmock.KubernetesEmulator):
                     total = len((obj.get("spec") or {}).get("containers") or [])
                     value = f"{sum(1 for s in statuses if s.get('ready'))}/{total}"
                 elif served.key == _PODS and title == "Restarts":
-                    value = sum(s.get("restartCount", 0) for s in (obj.get("status") or {}).get("containerStatuses") or [])
+                    value = sum(
+                        s.get("restartCount", 0)
+                        for s in (obj.get("status") or {}).get("containerStatuses") or []
+                    )
                 elif served.key == _PODS and title == "Status":
                     value = (obj.get("status") or {}).get("reason") or value
                     if obj["metadata"].get("deletionTimestamp"):
@@ -1026,13 +1243,28 @@ class Emulator(kmock.KubernetesEmulator):
                 elif kind == "date" or title == "Age":
                     value = _age(value) if value else "<unknown>"
                 cells.append(value)
-            rows.append({"cells": cells, "object": {
-                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]}})
+            rows.append(
+                {
+                    "cells": cells,
+                    "object": {
+                        "apiVersion": "meta.k8s.io/v1",
+                        "kind": "PartialObjectMetadata",
+                        "metadata": obj["metadata"],
+                    },
+                }
+            )
         return {
-            "apiVersion": "meta.k8s.io/v1", "kind": "Table", "metadata": {"resourceVersion": str(self._rv)},
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "Table",
+            "metadata": {"resourceVersion": str(self._rv)},
             "columnDefinitions": [
-                {"name": title, "type": "string" if kind == "date" else kind, "format": fmt, "description": "",
-                 "priority": 0}
+                {
+                    "name": title,
+                    "type": "string" if kind == "date" else kind,
+                    "format": fmt,
+                    "description": "",
+                    "priority": 0,
+                }
                 for title, kind, fmt, _ in columns
             ],
             "rows": rows,
@@ -1063,7 +1295,9 @@ _NAMESPACES = kmock.resource("", "v1", "namespaces")
 
 
 def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
-    return aiohttp.web.Response(text=json.dumps(body), status=status, content_type="application/json")
+    return aiohttp.web.Response(
+        text=json.dumps(body), status=status, content_type="application/json"
+    )
 
 
 def _body_object(request: rendering.Request) -> Obj:
@@ -1081,8 +1315,12 @@ def _qualified(served: Served) -> str:
 
 
 def _not_found(served: Served, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{_qualified(served)} "{name}" not found',
-                    {"name": name, "group": served.key.group, "kind": served.plural})
+    return ApiError(
+        404,
+        "NotFound",
+        f'{_qualified(served)} "{name}" not found',
+        {"name": name, "group": served.key.group, "kind": served.plural},
+    )
 
 
 def _not_found_url() -> ApiError:
@@ -1090,14 +1328,23 @@ def _not_found_url() -> ApiError:
 
 
 def _conflict(served: Served, name: str, why: str = "") -> ApiError:
-    message = why or "the object has been modified; please apply your changes to the latest version and try again"
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {_qualified(served)} "{name}": {message}',
-                    {"name": name, "group": served.key.group, "kind": served.plural})
+    message = (
+        why
+        or "the object has been modified; please apply your changes to the latest version "
+        "and try again"
+    )
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {_qualified(served)} "{name}": {message}',
+        {"name": name, "group": served.key.group, "kind": served.plural},
+    )
 
 
 def _unsupported_patch() -> ApiError:
     return ApiError(
-        415, "UnsupportedMediaType",
+        415,
+        "UnsupportedMediaType",
         "the body of the request was in an unknown format - accepted media types include: "
         "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
     )
@@ -1115,8 +1362,10 @@ def _qos_class(pod: Obj) -> str:
     if not any(r.get("requests") or r.get("limits") for r in resources):
         return "BestEffort"
     guaranteed = all(
-        r.get("limits", {}).get(k) and r.get("limits", {}).get(k) == r.get("requests", r.get("limits", {})).get(k)
-        for r in resources for k in ("cpu", "memory")
+        r.get("limits", {}).get(k)
+        and r.get("limits", {}).get(k) == r.get("requests", r.get("limits", {})).get(k)
+        for r in resources
+        for k in ("cpu", "memory")
     )
     return "Guaranteed" if guaranteed else "Burstable"
 
@@ -1132,7 +1381,9 @@ def _version_priority(version: str) -> tuple[int, int, int]:
 
 def _age(timestamp: str) -> str:
     try:
-        moment = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+        moment = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.UTC
+        )
     except ValueError:
         return "<invalid>"
     seconds = max(0, int((datetime.datetime.now(datetime.UTC) - moment).total_seconds()))
@@ -1146,7 +1397,7 @@ def _age(timestamp: str) -> str:
 
 
 class EmulatorServer:
-    """Serves an :class:`Emulator` on 127.0.0.1 (ephemeral port) from a daemon thread with its own loop.
+    """Serves an :class:`Emulator` on 127.0.0.1:<ephemeral> from a daemon thread with its own loop.
 
     Synchronous tests talk to it over HTTP; coroutines that must share the
     emulator's loop (the local kubelet) are scheduled with :meth:`run`/:meth:`submit`.
@@ -1164,7 +1415,9 @@ class EmulatorServer:
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._failure: BaseException | None = None
-        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.crashes: list[
+            Exception
+        ] = []  # internal emulator failures (not API errors), set on stop
 
     @property
     def url(self) -> str:
@@ -1191,10 +1444,6 @@ class EmulatorServer:
         assert self.loop is not None, "the server is not running"
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Run ``callback`` on the emulator's loop before the server stops (e.g. stop a kubelet)."""
-        self._on_stop.append(callback)
-
     def _thread_main(self) -> None:
         try:
             asyncio.run(self._main())
@@ -1206,7 +1455,15 @@ class EmulatorServer:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with self.emulator:
-            server = aiohttp.web.Server(self.emulator, handler_cancellation=True)
+            loop = self.loop
+
+            def request_factory(*args: Any) -> aiohttp.web.BaseRequest:
+                # Accept bodies up to the API server's own limit (aiohttp's default is 1 MiB).
+                return aiohttp.web.BaseRequest(*args, loop, client_max_size=4 * REQUEST_BODY_LIMIT)
+
+            server = aiohttp.web.Server(
+                self.emulator, handler_cancellation=True, request_factory=request_factory
+            )
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=2.0)
             await runner.setup()
             site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
@@ -1216,8 +1473,11 @@ class EmulatorServer:
             try:
                 await self._stop.wait()
             finally:
-                for callback in reversed(self._on_stop):
-                    with contextlib.suppress(Exception):
-                        await callback()
                 await self.emulator.close()
                 await runner.cleanup()
+                self.crashes = list(self.emulator.errors)
+
+    @property
+    def writes(self) -> collections.Counter[tuple[str, str]]:
+        """Write requests per (resource[/subresource], verb), excluding the local kubelet's."""
+        return self.emulator.writes
