@@ -145,3 +145,21 @@ def test_registry_metadata_and_lookup() -> None:
     assert registry.missing(["up", "x", "y"]) == ["x", "y"]
     result = Flujo(Pipeline([Step("s", "up")]), agent_registry=registry).run("a")
     assert result.output == "A"
+
+
+def test_observers_see_events_and_a_failing_one_is_disabled_not_fatal() -> None:
+    seen: list[tuple[str, int]] = []
+
+    class Counter:
+        def observe(self, event: Any, state: Any, commands: Any) -> None:
+            seen.append((type(event).__name__, len(commands)))
+
+    class Broken:
+        def observe(self, event: Any, state: Any, commands: Any) -> None:
+            raise RuntimeError("exporter down")
+
+    p = Pipeline([Step("a", "builtin.upper"), Step("b", "builtin.lower")])
+    with pytest.warns(RuntimeWarning, match="Broken failed and was disabled"):
+        result = Flujo(p, observers=[Broken(), Counter()]).run("x")
+    assert result.output == "x"
+    assert seen == [("RunStarted", 1), ("StepSucceeded", 1), ("StepSucceeded", 1)]

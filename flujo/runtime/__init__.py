@@ -1,5 +1,5 @@
 """Executors that drive the run state machine: the embedded asyncio runtime."""
 
-from flujo.runtime.runner import Flujo, PipelineValidationError, RunResult
+from flujo.runtime.runner import Flujo, PipelineValidationError, RunObserver, RunResult
 
-__all__ = ["Flujo", "PipelineValidationError", "RunResult"]
+__all__ = ["Flujo", "PipelineValidationError", "RunObserver", "RunResult"]

@@ -11,10 +11,11 @@ operator runs identical.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flujo.agents.base import Agent
 from flujo.agents.registry import AgentRegistry, UnknownAgentError
@@ -44,9 +45,19 @@ from flujo.spec.loader import Problem, SpecError
 from flujo.spec.pipeline import PipelineManifest, PipelineSpec
 from flujo.spec.validation import check_agents, check_pipeline
 
-__all__ = ["Flujo", "PipelineValidationError", "RunResult"]
+__all__ = ["Flujo", "PipelineValidationError", "RunObserver", "RunResult"]
 
 EventHook = Callable[[Event, RunState], None]
+
+
+class RunObserver(Protocol):
+    """Sees every event with the commands it produced: metrics, traces, audit.
+
+    Observers run on the executor side (they may read clocks); a failing
+    observer is disabled with one warning and never fails the run.
+    """
+
+    def observe(self, event: Event, state: RunState, commands: Sequence[Command]) -> None: ...
 
 
 class PipelineValidationError(SpecError):
@@ -145,6 +156,7 @@ class Flujo:
         usage_limits: UsageLimits | dict[str, Any] | None = None,
         seed: int = 0,
         on_event: EventHook | None = None,
+        observers: Sequence[RunObserver] = (),
         source: str = "<pipeline>",
     ) -> None:
         sink = AgentSink()
@@ -160,6 +172,7 @@ class Flujo:
         )
         self.seed = seed
         self.on_event = on_event
+        self.observers = list(observers)
         findings = check_pipeline(self.spec) + check_agents(self.spec, self.registry.names())
         if findings:
             from flujo.spec.loader import format_loc
@@ -255,6 +268,16 @@ class _Execution:
         self.state, commands = advance(self.state, event)
         if self.flujo.on_event is not None:
             self.flujo.on_event(event, self.state)
+        for observer in list(self.flujo.observers):
+            try:
+                observer.observe(event, self.state, commands)
+            except Exception as exc:  # degrade to a no-op, once
+                self.flujo.observers.remove(observer)
+                warnings.warn(
+                    f"observer {type(observer).__name__} failed and was disabled: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         for command in commands:
             self._execute(command)
 

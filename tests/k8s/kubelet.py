@@ -105,7 +105,16 @@ LOG_FALLBACK_LINES, LOG_FALLBACK_BYTES = 80, 2048  # FallbackToLogsOnError's tai
 
 
 class ConfigError(Exception):
-    """The container cannot be configured yet (a missing Secret/ConfigMap key)."""
+    """The container cannot be configured yet (a missing Secret/ConfigMap or key).
+
+    ``reason`` is what the kubelet shows as the container's waiting reason: a missing
+    env source is ``CreateContainerConfigError``; a volume that cannot be mounted
+    leaves the container ``ContainerCreating``.
+    """
+
+    def __init__(self, message: str, reason: str = "CreateContainerConfigError") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @attrs.define
@@ -417,7 +426,7 @@ class LocalKubelet:
                                 **base,
                                 "state": {
                                     "waiting": {
-                                        "reason": "CreateContainerConfigError",
+                                        "reason": exc.reason,
                                         "message": str(exc),
                                     }
                                 },
@@ -742,7 +751,8 @@ class LocalKubelet:
                 if obj is None:
                     if ref.get("optional"):
                         continue
-                    raise ConfigError(f'{key.lower()} "{ref.get("name")}" not found')
+                    message = f'MountVolume.SetUp failed: {key.lower()} "{ref.get("name")}" not found'
+                    raise ConfigError(message, "ContainerCreating")
                 data = {
                     k: base64.b64decode(v) if kind == "secrets" else str(v).encode()
                     for k, v in (obj.get("data") or {}).items()
@@ -793,11 +803,16 @@ def _expand(text: str, env: Mapping[str, str]) -> str:
 
 
 def _translate(text: str, paths: Mapping[str, str]) -> str:
-    """Rewrite container paths (mount points, the termination-message file) to host paths."""
-    for container_path in sorted(paths, key=len, reverse=True):
-        pattern = r"(?<![\w./-])" + re.escape(container_path.rstrip("/")) + r"(?![\w.-])"
-        text = re.sub(pattern, lambda _m, p=container_path: paths[p], text)
-    return text
+    """Rewrite container paths (mount points, the termination-message file) to host paths.
+
+    One pass, longest path first, so a host path is never translated again.
+    """
+    if not paths:
+        return text
+    by_path = {p.rstrip("/") or "/": host for p, host in paths.items()}
+    choices = "|".join(re.escape(p) for p in sorted(by_path, key=len, reverse=True))
+    pattern = rf"(?<![\w./-])({choices})(?![\w.-])"
+    return re.sub(pattern, lambda match: by_path[match[1]], text)
 
 
 def _termination_message(path: Path) -> str:
