@@ -27,8 +27,7 @@ COPY operator ./operator
 
 # The virtualenv has no pip of its own: the builder's pip installs into it.
 RUN python -m venv --without-pip /opt/flujo \
-    && python -m pip install --no-cache-dir --python /opt/flujo/bin/python "./[operator]" \
-    && /opt/flujo/bin/python -m compileall -q /opt/flujo/lib \
+    && python -m pip --python /opt/flujo/bin/python install --no-cache-dir "./[operator]" \
     && /opt/flujo/bin/flujo --help >/dev/null \
     && /opt/flujo/bin/python -c "import flujo_operator.handlers"
 

@@ -155,3 +155,20 @@ def test_agents_can_live_in_a_separate_file(tmp_path: Path) -> None:
     proc = flujo("run", str(pipeline), "--agents", str(agents), "--input", "bob")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "hi bob"
+
+
+def test_pipeline_run_manifests_validate() -> None:
+    for path in sorted((EXAMPLES / "runs").glob("*.yaml")):
+        proc = flujo("validate", str(path))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"ok: {path}: PipelineRun ")
+
+
+def test_an_invalid_pipeline_run_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "run.yaml"
+    bad.write_text(
+        "apiVersion: flujo.dev/v1alpha1\nkind: PipelineRun\nmetadata: {name: r}\nspec: {input: x}\n"
+    )
+    proc = flujo("validate", str(bad))
+    assert proc.returncode == 2
+    assert "exactly one of pipelineRef and pipeline" in proc.stderr

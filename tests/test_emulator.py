@@ -551,6 +551,9 @@ STEP_CODE = textwrap.dedent(
     import os, sys
     print("input:", open("/etc/flujo/input/payload").read())
     print("key:", os.environ["API_KEY"], "pod:", os.environ["POD_NAME"], "run:", os.environ["RUN"])
+    home = os.environ["HOME"]
+    print("config:", open("/etc/flujo/config/model").read(), "home:", os.path.isdir(home))
+    open(os.path.join(home, "scratch"), "w").write("writable")
     print("oops", file=sys.stderr)
     with open(os.environ["RESULT_PATH"], "w") as out:
         out.write("M" * 5000)
@@ -567,6 +570,7 @@ def test_kubelet_runs_a_pod_to_success_with_env_volumes_logs_and_message(
     core.create_namespaced_secret(
         NS, {"metadata": {"name": "llm"}, "stringData": {"key": "sk-test"}}
     )
+    core.create_namespaced_config_map(NS, {"metadata": {"name": "cfg"}, "data": {"model": "m-1"}})
     pod = python_pod(
         "step-1",
         STEP_CODE,
@@ -583,10 +587,17 @@ def test_kubelet_runs_a_pod_to_success_with_env_volumes_logs_and_message(
                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['flujo.dev/run']"}},
                 },
                 {"name": "RESULT_PATH", "value": "/dev/termination-log"},
+                {"name": "HOME", "value": "/tmp"},
             ],
-            "volumeMounts": [{"name": "input", "mountPath": "/etc/flujo/input", "readOnly": True}],
+            "volumeMounts": [
+                {"name": "input", "mountPath": "/etc/flujo/input", "readOnly": True},
+                {"name": "config", "mountPath": "/etc/flujo/config", "readOnly": True},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
         },
         volumes=[
+            {"name": "config", "configMap": {"name": "cfg"}},
+            {"name": "tmp", "emptyDir": {}},
             {
                 "name": "input",
                 "projected": {
@@ -605,7 +616,7 @@ def test_kubelet_runs_a_pod_to_success_with_env_volumes_logs_and_message(
                         }
                     ]
                 },
-            }
+            },
         ],
     )
     core.create_namespaced_pod(NS, pod)
@@ -624,13 +635,11 @@ def test_kubelet_runs_a_pod_to_success_with_env_volumes_logs_and_message(
     ]
     assert phases[0] == "Pending" and "Running" in phases and phases[-1] == "Succeeded"
     logs = core.read_namespaced_pod_log("step-1", NS)
-    assert (
-        'input: {"q": 1}' in logs and "key: sk-test pod: step-1 run: r1" in logs and "oops" in logs
-    )
+    assert 'input: {"q": 1}' in logs and "key: sk-test pod: step-1 run: r1" in logs
+    assert "config: m-1 home: True" in logs and "oops" in logs
     assert kubectl("logs", "step-1").stdout == logs
-    assert (
-        k8s_emulator.writes["pods/status", "patch"] == 0
-    )  # the kubelet's writes are counted apart
+    # The kubelet's own writes are counted apart from the operator's.
+    assert k8s_emulator.writes["pods/status", "patch"] == 0
     assert k8s_emulator.emulator.kubelet_writes["pods/status", "patch"] >= 2
 
 

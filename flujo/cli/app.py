@@ -214,6 +214,11 @@ def validate(
     pipeline: Annotated[str | None, typer.Option(help="Pipeline name, if several.")] = None,
 ) -> None:
     """Check a pipeline file: schema, names, templates, agent references."""
+    docs = load_files([file, *(agents or [])])
+    if not docs.problems and not docs.pipelines and docs.runs:
+        names = ", ".join(r.metadata.name for r in docs.runs)
+        typer.echo(f"ok: {file}: PipelineRun {names}")
+        return
     _, manifest, _registry = _load(file, agents, pipeline)
     steps = sum(1 for _ in _iter_steps(manifest))
     typer.echo(f"ok: {file}: pipeline {manifest.metadata.name!r}, {steps} steps")

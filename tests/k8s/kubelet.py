@@ -175,6 +175,7 @@ class LocalKubelet:
         self._own_workdir: tempfile.TemporaryDirectory[str] | None = None
         self._failures: list[Failure] = []
         self._runs: dict[str, PodRun] = {}
+        self._finished: set[str] = set()  # uids never to run again (restartPolicy: Never)
         self._slots: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -344,7 +345,12 @@ class LocalKubelet:
                     binding,
                 )
             return
-        if node == self.node_name and run is None and phase in ("Pending", None):
+        if (
+            node == self.node_name
+            and run is None
+            and meta["uid"] not in self._finished
+            and phase in ("Pending", None)
+        ):
             run = PodRun(meta["uid"], meta["namespace"], meta["name"])
             self._runs[run.uid] = run
             run.task = asyncio.create_task(self._run_pod(run, pod), name=f"pod-{meta['name']}")
@@ -379,6 +385,7 @@ class LocalKubelet:
             if run.deleting.is_set() and not run.gone:
                 await self._confirm_deletion(run)
             self._runs.pop(run.uid, None)
+            self._finished.add(run.uid)
 
     async def _run_container(self, run: PodRun, pod: Obj, container: Obj, root: Path) -> None:
         name, image = container.get("name", "main"), container.get("image", "")
@@ -751,7 +758,9 @@ class LocalKubelet:
                 if obj is None:
                     if ref.get("optional"):
                         continue
-                    message = f'MountVolume.SetUp failed: {key.lower()} "{ref.get("name")}" not found'
+                    message = (
+                        f'MountVolume.SetUp failed: {key.lower()} "{ref.get("name")}" not found'
+                    )
                     raise ConfigError(message, "ContainerCreating")
                 data = {
                     k: base64.b64decode(v) if kind == "secrets" else str(v).encode()
