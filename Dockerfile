@@ -51,8 +51,8 @@ LABEL org.opencontainers.image.title="flujo" \
 
 # No package manager tooling for Python at run time, and a numeric non-root user.
 RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
-    && groupadd --system --gid 10001 flujo \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
+    && groupadd --gid 10001 flujo \
+    && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
        --shell /usr/sbin/nologin flujo
 
 COPY --from=builder --chown=0:0 /opt/flujo /opt/flujo

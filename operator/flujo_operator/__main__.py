@@ -19,18 +19,20 @@ def main() -> None:
         sys.exit(2)
     import kopf
 
-    args = ["run", "-m", "flujo_operator.handlers", "--standalone"]
-    if config.namespaces:
-        for namespace in config.namespaces:
-            args += ["--namespace", namespace]
-    else:
-        args.append("--all-namespaces")
-    if config.health_port:
-        args.append(f"--liveness=http://0.0.0.0:{config.health_port}/healthz")
-    if config.log_format == "json":
-        args.append("--log-format=json")
-    sys.argv = ["kopf", *args]
-    kopf.cli.main()  # type: ignore[attr-defined]
+    import flujo_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(
+        verbose=False,
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    kopf.run(
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        liveness_endpoint=(
+            f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+        ),
+    )
 
 
 if __name__ == "__main__":

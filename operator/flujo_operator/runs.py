@@ -62,7 +62,7 @@ from flujo_operator.builders import (
 from flujo_operator.config import Config
 from flujo_operator.kube import Kube
 
-__all__ = ["RunController"]
+__all__ = ["RunController", "journal_event", "run_events"]
 
 log = logging.getLogger("flujo_operator.runs")
 TERMINAL = {"Succeeded", "Failed", "Cancelled"}
@@ -264,7 +264,7 @@ class RunController:
         state = session.state
         launches: dict[str, LaunchStep] = {}
         for entry in journal:
-            event = await self._event_of(session, spec, entry)
+            event = await journal_event(self.kube, session.ref, spec, entry)
             if event is None:
                 log.warning("run %s: journal entry %s cannot be replayed", session.ref.name, entry)
                 continue
@@ -281,32 +281,6 @@ class RunController:
         in_flight: list[Command] = [launches[p] for p in sorted(state.running) if p in launches]
         await self._execute(session, in_flight)
         await self._persist(session)
-
-    async def _event_of(
-        self, session: Session, spec: PipelineRunSpec, entry: dict[str, Any]
-    ) -> Event | None:
-        kind = entry.get("t")
-        if kind == "start":
-            return RunStarted(input=spec.input, seed=spec.seed)
-        if kind == "deadline":
-            return DeadlineReached()
-        if kind == "ev":
-            return event_adapter.validate_python(entry["e"])
-        if kind == "pod":
-            name = pod_name(session.ref.name, entry["p"], entry["a"])
-            try:
-                pod = await self.kube.get_pod(session.ref.namespace, name)
-                done = terminated(pod or {}) or {}
-                text = await self.kube.pod_log(session.ref.namespace, name)
-                return decode_result(str(done.get("message", "")), text)
-            except Exception as exc:
-                return StepFailed(
-                    path=entry["p"],
-                    attempt=entry["a"],
-                    error_class=errors.INTERNAL,
-                    message=f"the result of pod {name} is lost: {exc}",
-                )
-        return None
 
     # --- pod events -------------------------------------------------------------
 
@@ -527,6 +501,51 @@ class RunController:
         async with self._lock(session.ref.uid):
             if self.sessions.get(session.ref.uid) is session:
                 await self._apply(session, [(DeadlineReached(), {"t": "deadline"})])
+
+
+async def journal_event(
+    kube: Kube, ref: RunRef, spec: PipelineRunSpec, entry: dict[str, Any]
+) -> Event | None:
+    """The event a journal entry stands for; results are read back from step pods."""
+    kind = entry.get("t")
+    if kind == "start":
+        return RunStarted(input=spec.input, seed=spec.seed)
+    if kind == "deadline":
+        return DeadlineReached()
+    if kind == "ev":
+        return event_adapter.validate_python(entry["e"])
+    if kind == "pod":
+        name = pod_name(ref.name, entry["p"], entry["a"])
+        try:
+            pod = await kube.get_pod(ref.namespace, name)
+            done = terminated(pod or {}) or {}
+            text = await kube.pod_log(ref.namespace, name)
+            return decode_result(str(done.get("message", "")), text)
+        except Exception as exc:
+            return StepFailed(
+                path=entry["p"],
+                attempt=entry["a"],
+                error_class=errors.INTERNAL,
+                message=f"the result of pod {name} is lost: {exc}",
+            )
+    return None
+
+
+async def run_events(kube: Kube, run: dict[str, Any]) -> list[Event]:
+    """A PipelineRun's event log, rebuilt from its status journal and its pods.
+
+    This is what makes an operator run's transcript comparable with an
+    embedded one: the same events, replayed by the same machine.
+    """
+    meta = run["metadata"]
+    ref = RunRef(meta["name"], meta["namespace"], meta.get("uid", ""))
+    spec = PipelineRunSpec.model_validate(run.get("spec") or {})
+    events: list[Event] = []
+    for entry in decode_journal((run.get("status") or {}).get("journal")):
+        event = await journal_event(kube, ref, spec, entry)
+        if event is not None:
+            events.append(event)
+    return events
 
 
 def _condition(kind: str, status: str, reason: str, message: str, when: str) -> dict[str, Any]:

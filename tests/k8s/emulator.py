@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import copy
 import datetime
@@ -167,7 +168,7 @@ class Emulator(kmock.KubernetesEmulator):
     """
 
     history_limit: int = 100  # object versions kept in `objects[...].history`
-    watch_history: int = 50_000  # watch events kept to resume from; older ones get 410 Gone
+    watch_history: int = 10_000  # watch events kept to resume from; older ones get 410 Gone
 
     writes: collections.Counter[tuple[str, str]] = attrs.field(
         factory=collections.Counter, init=False
@@ -428,7 +429,7 @@ class Emulator(kmock.KubernetesEmulator):
 
     def _groups(self) -> dict[str, list[str]]:
         groups: dict[str, set[str]] = collections.defaultdict(set)
-        for res in self.resources:
+        for res in self._registered():
             if res.group is not None and res.version is not None:
                 groups[res.group].add(res.version)
         return {g: sorted(vs, key=_version_priority) for g, vs in groups.items()}
@@ -438,6 +439,9 @@ class Emulator(kmock.KubernetesEmulator):
         docs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
         return {"name": group, "versions": docs, "preferredVersion": docs[0]}
 
+    def _registered(self) -> list[kmock.resource]:
+        return [kmock.resource(res) for res in self.resources]
+
     def _discovery_group(self, group: str) -> Obj:
         groups = self._groups()
         if group not in groups:
@@ -446,7 +450,7 @@ class Emulator(kmock.KubernetesEmulator):
 
     def _discovery_version(self, group: str, version: str) -> Obj:
         resources: list[Obj] = []
-        for res in sorted(self.resources, key=lambda r: r.plural or ""):
+        for res in sorted(self._registered(), key=lambda r: r.plural or ""):
             if res.group != group or res.version != version:
                 continue
             info = self.resources[res]
@@ -548,10 +552,11 @@ class Emulator(kmock.KubernetesEmulator):
 
     def _unregister_crd(self, crd: Obj) -> None:
         spec = crd.get("spec") or {}
-        group, plural = spec.get("group", ""), (spec.get("names") or {}).get("plural")
-        old = self._crds.pop((group, plural), None)
-        for res in list(self.resources):
-            if old is not None and res.group == group and res.plural == plural:
+        group, plural = str(spec.get("group", "")), str((spec.get("names") or {}).get("plural"))
+        if self._crds.pop((group, plural), None) is None:
+            return
+        for res in self._registered():
+            if res.group == group and res.plural == plural:
                 del self.resources[res]
 
     def _crd_schema(self, served: Served) -> Mapping[str, Any] | None:
@@ -1237,9 +1242,7 @@ class Emulator(kmock.KubernetesEmulator):
                         for s in (obj.get("status") or {}).get("containerStatuses") or []
                     )
                 elif served.key == _PODS and title == "Status":
-                    value = (obj.get("status") or {}).get("reason") or value
-                    if obj["metadata"].get("deletionTimestamp"):
-                        value = "Terminating"
+                    value = _pod_status_word(obj)
                 elif kind == "date" or title == "Age":
                     value = _age(value) if value else "<unknown>"
                 cells.append(value)
@@ -1271,13 +1274,6 @@ class Emulator(kmock.KubernetesEmulator):
         }
 
     # --- helpers for tests and the kubelet -----------------------------------------------------
-
-    def get_object(self, resource: str, namespace: str | None, name: str) -> Obj | None:
-        """The current state of an object (e.g. ``get_object('v1/pods', 'ns', 'p')``), or None."""
-        key = (kmock.resource(resource), namespace, name)
-        if key not in self._objects or self._objects[key].deleted:
-            return None
-        return copy.deepcopy(self._objects[key].raw)
 
     def append_log(self, namespace: str, name: str, data: bytes) -> None:
         """Store container output of a pod (the local kubelet does this), served by ``pods/log``."""
@@ -1348,6 +1344,20 @@ def _unsupported_patch() -> ApiError:
         "the body of the request was in an unknown format - accepted media types include: "
         "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
     )
+
+
+def _pod_status_word(pod: Obj) -> str:
+    """The STATUS column of ``kubectl get pods``: a container's reason beats the phase."""
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    status = pod.get("status") or {}
+    word: str = status.get("reason") or status.get("phase") or "Unknown"
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        for key in ("waiting", "terminated"):
+            if (state.get(key) or {}).get("reason"):
+                word = state[key]["reason"]
+    return status.get("reason") or word
 
 
 def _spec_of(obj: Obj, served: Served) -> Obj:
@@ -1440,7 +1450,7 @@ class EmulatorServer:
         """Run a coroutine on the emulator's loop and wait for its result."""
         return self.submit(coro).result(timeout)
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Any:
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         assert self.loop is not None, "the server is not running"
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
@@ -1457,9 +1467,19 @@ class EmulatorServer:
         async with self.emulator:
             loop = self.loop
 
-            def request_factory(*args: Any) -> aiohttp.web.BaseRequest:
+            def request_factory(
+                message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+            ) -> aiohttp.web.BaseRequest:
                 # Accept bodies up to the API server's own limit (aiohttp's default is 1 MiB).
-                return aiohttp.web.BaseRequest(*args, loop, client_max_size=4 * REQUEST_BODY_LIMIT)
+                return aiohttp.web.BaseRequest(
+                    message,
+                    payload,
+                    protocol,
+                    writer,
+                    task,
+                    loop,
+                    client_max_size=4 * REQUEST_BODY_LIMIT,
+                )
 
             server = aiohttp.web.Server(
                 self.emulator, handler_cancellation=True, request_factory=request_factory

@@ -150,7 +150,18 @@ class PodRun:
 
 
 class LocalKubelet:
-    """Runs the pods of an API server (the emulator) as local subprocesses; see the module doc."""
+    """Runs the pods of an API server (the emulator) as local subprocesses; see the module doc.
+
+    It must run on an event loop of its own process (the fixture uses the
+    emulator's). ``log_sink(namespace, pod, chunk)`` receives container output
+    (``Emulator.append_log`` serves it as ``pods/log``). At most ``max_pods``
+    processes run at once; further bound pods stay Pending until a slot frees.
+    ``entrypoints`` maps an image (or its repository name without registry and
+    tag) to the argv prefix used when a container has no ``command``.
+    ``extra_env`` is added to every process (e.g. ``COVERAGE_PROCESS_START``);
+    ``max_grace_seconds`` caps the deletion grace period (default: the pod's).
+    ``started`` lists ``namespace/name`` of every pod whose process started.
+    """
 
     def __init__(
         self,
@@ -179,7 +190,7 @@ class LocalKubelet:
         self._slots: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self.started: list[str] = []  # "namespace/name" of every pod whose process started
+        self.started: list[str] = []
 
     # --- the public API ------------------------------------------------------------------------
 
@@ -198,7 +209,7 @@ class LocalKubelet:
         """``namespace/name`` of the pods whose process is alive now."""
         return sorted(
             f"{r.namespace}/{r.name}"
-            for r in self._runs.values()
+            for r in list(self._runs.values())
             if r.process is not None and r.process.returncode is None
         )
 
@@ -688,9 +699,9 @@ class LocalKubelet:
                     if ref.get("optional"):
                         continue
                     raise ConfigError(f'{kind[:-1]} "{ref.get("name")}" not found')
-                for key, value in (obj.get("data") or {}).items():
+                for key, data in (obj.get("data") or {}).items():
                     env[prefix + key] = (
-                        base64.b64decode(value).decode() if kind == "secrets" else value
+                        base64.b64decode(data).decode() if kind == "secrets" else data
                     )
         for item in container.get("env") or []:
             value_from = item.get("valueFrom") or {}
