@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.operatorkit import ROOT, get_json, running_operator
+from tests.operatorkit import ROOT, get_json, running_operator, wait_for
 
 EXAMPLES = ROOT / "examples"
 
@@ -65,3 +65,122 @@ def test_a_valid_pipeline_runs_to_succeeded_with_one_pod_per_step(
         pipeline = get_json(cluster, "pipeline", "linear")["status"]
         conditions = {c["type"]: c["status"] for c in pipeline["conditions"]}
         assert conditions == {"Valid": "True", "AgentsResolved": "True"}
+
+
+MISSING = """
+apiVersion: flujo.dev/v1alpha1
+kind: Pipeline
+metadata: {name: needs-writer}
+spec:
+  steps:
+    - {name: draft, agent: writer}
+    - {name: loud, agent: builtin.upper}
+---
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: needs-writer-1}
+spec:
+  pipelineRef: {name: needs-writer}
+  input: topic
+"""
+
+WRITER = """
+apiVersion: flujo.dev/v1alpha1
+kind: Agent
+metadata: {name: writer}
+spec:
+  type: scripted
+  responses: [{output: "a draft"}]
+"""
+
+
+def test_a_missing_agent_is_reported_and_the_run_waits_for_it(
+    cluster: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    with running_operator(kubeconfig, tmp_path) as op:
+        cluster.apply(MISSING)
+
+        def pipeline_status() -> Any:
+            return get_json(cluster, "pipeline", "needs-writer").get("status")
+
+        status = wait_for(pipeline_status, 30, "pipeline status")
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert conditions["AgentsResolved"]["status"] == "False"
+        assert status["missingAgents"] == ["writer"]
+        run = wait_for(lambda: get_json(cluster, "pipelinerun", "needs-writer-1").get("status"),
+                       30, "run status")
+        assert (run["phase"], run["reason"]) == ("Pending", "AgentsMissing")
+        assert "unknown agent 'writer'" in run["message"]
+        assert run_pods(cluster, "needs-writer-1") == []
+        # the agent appears: the pipeline resolves and the run starts by itself
+        cluster.apply(WRITER)
+        done = cluster("wait", "--for=jsonpath={.status.phase}=Succeeded",
+                       "pipelinerun/needs-writer-1", "--timeout=60s", check=False)
+        assert done.returncode == 0, done.stderr + op.log()[-3000:]
+        assert get_json(cluster, "pipelinerun", "needs-writer-1")["status"]["output"] == {
+            "value": "A DRAFT"}
+        assert get_json(cluster, "pipeline", "needs-writer")["status"]["missingAgents"] == []
+
+
+BREACH = """
+apiVersion: flujo.dev/v1alpha1
+kind: Agent
+metadata: {name: pricey}
+spec:
+  type: scripted
+  responses: [{output: "expensive summary", usage: {inputTokens: 900, costUsd: 0.6}}]
+---
+apiVersion: flujo.dev/v1alpha1
+kind: Agent
+metadata: {name: cheap}
+spec:
+  type: scripted
+  responses: [{output: "cheap note", usage: {inputTokens: 10, costUsd: 0.01}}]
+---
+apiVersion: flujo.dev/v1alpha1
+kind: Agent
+metadata: {name: slow}
+spec:
+  type: scripted
+  responses: [{output: "never", delaySeconds: 60}]
+---
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: breach-1}
+spec:
+  usageLimits: {maxCostUsd: 0.5}
+  input: a long document
+  pipeline:
+    steps:
+      - name: fanout
+        parallel:
+          branches:
+            - name: branch-a
+              steps: [{name: note, agent: cheap}, {name: summarise, agent: pricey}]
+            - name: branch-b
+              steps: [{name: ponder, agent: slow}]
+"""
+
+
+def test_a_cost_breach_in_a_parallel_branch_fails_the_run_and_deletes_siblings(
+    cluster: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    with running_operator(kubeconfig, tmp_path) as op:
+        cluster.apply(BREACH)
+        done = cluster("wait", "--for=jsonpath={.status.phase}=Failed", "pipelinerun/breach-1",
+                       "--timeout=60s", check=False)
+        assert done.returncode == 0, done.stderr + op.log()[-3000:]
+        status = get_json(cluster, "pipelinerun", "breach-1")["status"]
+        assert status["reason"] == "UsageLimitExceeded"
+        assert status["message"] == (
+            "cost limit $0.50 exceeded at fanout/branch-a/summarise: $0.61 spent")
+        assert status["breach"]["path"] == "fanout/branch-a/summarise"
+        steps = {s: v for s, v in status["steps"].items()}
+        assert steps["fanout/branch-a/note"]["phase"] == "succeeded"  # partial output kept
+        assert steps["fanout/branch-b/ponder"]["phase"] == "cancelled"
+        # the sibling's pod is gone; the finished ones stay as the run's result store
+        wait_for(lambda: {p["metadata"]["annotations"]["flujo.dev/step-path"]
+                          for p in run_pods(cluster, "breach-1")}
+                 == {"fanout/branch-a/note", "fanout/branch-a/summarise"}, 30, "sibling deleted")
+        table = cluster("get", "pipelineruns").stdout
+        assert "Failed" in table and "$0.61" in table
