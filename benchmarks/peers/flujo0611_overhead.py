@@ -91,6 +91,8 @@ def build(workload: str, variant: str) -> Pipeline[Any, Any]:
         )
         return Pipeline.from_step(loop)
     if workload == "fanout":
+        # CONTEXT_UPDATE is Step.parallel's default.
+        merge = MergeStrategy.CONTEXT_UPDATE if variant == "default" else MergeStrategy.NO_MERGE
         parallels: list[ParallelStep[Any]] = [
             Step.parallel(
                 name=f"p{j}",
@@ -99,7 +101,7 @@ def build(workload: str, variant: str) -> Pipeline[Any, Any]:
                     for i in range(oc.FANOUT_WIDTH)
                 },
                 reduce=_first_branch,
-                **({} if variant == "default" else {"merge_strategy": MergeStrategy.NO_MERGE}),
+                merge_strategy=merge,
             )
             for j in range(oc.FANOUT_DEPTH)
         ]

@@ -33,10 +33,11 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Annotated, Any, TypedDict
 
 import overhead_common as oc
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
 RECURSION_LIMIT = 10_000
-CONFIG: dict[str, Any] = {"recursion_limit": RECURSION_LIMIT}
+CONFIG: RunnableConfig = {"recursion_limit": RECURSION_LIMIT}
 
 
 class ChainState(TypedDict):

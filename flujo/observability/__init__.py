@@ -34,6 +34,7 @@ task, never see each other's calls.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from contextlib import suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -101,10 +102,8 @@ def agent_infos(registry: AgentRegistry) -> dict[str, AgentInfo]:
     for entry in registry.list():
         model = entry.spec.model if entry.spec is not None else None
         if model is not None and "${" in model:
-            try:
+            with suppress(AgentError):
                 model = expand_env(entry.name, "model", model)
-            except AgentError:
-                pass
         found[entry.name] = AgentInfo(entry.type, model)
     return found
 

@@ -41,7 +41,6 @@ from flujo.engine import (
     Event,
     FinishRun,
     LaunchStep,
-    RunCancelled,
     RunStarted,
     RunState,
     StepCancelled,
@@ -180,9 +179,7 @@ CATALOGUE: tuple[MetricDef, ...] = (
         _RUN_TOKENS,
     ),
     # steps
-    MetricDef(
-        "flujo_step_launches", "counter", "Agent calls launched.", ("pipeline", "agent")
-    ),
+    MetricDef("flujo_step_launches", "counter", "Agent calls launched.", ("pipeline", "agent")),
     MetricDef(
         "flujo_step_duration_seconds",
         "histogram",
@@ -386,20 +383,20 @@ class FlujoMetrics:
         seen.add(text)
         return text
 
-    def _child(self, metric: str, **labels: object) -> Any:
-        family = self._families[metric]
+    def _child(self, name: str, /, **labels: object) -> Any:
+        family = self._families[name]
         if not labels:
             return family
         return family.labels(**{k: self.label(k, v) for k, v in labels.items()})
 
-    def inc(self, metric: str, amount: float = 1.0, **labels: object) -> None:
-        self._child(metric, **labels).inc(amount)
+    def inc(self, name: str, amount: float = 1.0, /, **labels: object) -> None:
+        self._child(name, **labels).inc(amount)
 
-    def observe(self, metric: str, value: float, **labels: object) -> None:
-        self._child(metric, **labels).observe(value)
+    def observe(self, name: str, value: float, /, **labels: object) -> None:
+        self._child(name, **labels).observe(value)
 
-    def set(self, metric: str, value: float, **labels: object) -> None:
-        self._child(metric, **labels).set(value)
+    def set_gauge(self, name: str, value: float, /, **labels: object) -> None:
+        self._child(name, **labels).set(value)
 
     def sample_names(self) -> set[str]:
         """Every series name these metrics can expose (for dashboards and rules)."""
@@ -437,13 +434,13 @@ class FlujoMetrics:
         self.inc("flujo_operator_api_errors", verb=verb, error_class=api_error_class(status))
 
     def set_runs_pending(self, count: int) -> None:
-        self.set("flujo_operator_runs_pending", count)
+        self.set_gauge("flujo_operator_runs_pending", count)
 
     def set_pods_pending(self, count: int) -> None:
-        self.set("flujo_operator_pods_pending", count)
+        self.set_gauge("flujo_operator_pods_pending", count)
 
     def set_launches_waiting(self, count: int) -> None:
-        self.set("flujo_operator_launches_waiting", count)
+        self.set_gauge("flujo_operator_launches_waiting", count)
 
     def circuit_changed(self, name: str, old: str, new: str) -> None:
         """A :data:`~flujo.resilience.breaker.StateChangeListener`: count and set the state.
@@ -457,7 +454,7 @@ class FlujoMetrics:
 
     def set_circuit_state(self, agent: str, state: str) -> None:
         """Set the gauge without counting a transition (state restored after a restart)."""
-        self.set("flujo_circuit_state", _CIRCUIT_VALUE.get(state, 0.0), agent=agent)
+        self.set_gauge("flujo_circuit_state", _CIRCUIT_VALUE.get(state, 0.0), agent=agent)
 
     def rate_limit_wait(self, agent: str, seconds: float) -> None:
         self.observe("flujo_rate_limit_wait_seconds", max(0.0, seconds), agent=agent)
@@ -552,7 +549,9 @@ class MetricsObserver:
             elif isinstance(command, FinishRun):
                 self._finished(key, run, command, state, now)
 
-    def _open(self, key: Hashable, pipeline: str, event: Event, state: RunState, now: float) -> _Run:
+    def _open(
+        self, key: Hashable, pipeline: str, event: Event, state: RunState, now: float
+    ) -> _Run:
         usage = state.usage
         if isinstance(event, RunStarted):
             run = _Run(pipeline, now, 0, 0, 0.0)
@@ -604,10 +603,17 @@ class MetricsObserver:
         )
         model = self.agents.get(agent, AgentInfo("unknown")).model
         if d_in:
-            m.inc("flujo_tokens", d_in, pipeline=pipeline, agent=agent, model=model, direction="input")
+            m.inc(
+                "flujo_tokens", d_in, pipeline=pipeline, agent=agent, model=model, direction="input"
+            )
         if d_out:
             m.inc(
-                "flujo_tokens", d_out, pipeline=pipeline, agent=agent, model=model, direction="output"
+                "flujo_tokens",
+                d_out,
+                pipeline=pipeline,
+                agent=agent,
+                model=model,
+                direction="output",
             )
         if d_cost:
             m.inc("flujo_cost_usd", d_cost, pipeline=pipeline, agent=agent, model=model)
@@ -629,7 +635,9 @@ class MetricsObserver:
             outcome=outcome,
         )
         if isinstance(event, StepFailed):
-            m.inc("flujo_step_failures", pipeline=pipeline, agent=agent, error_class=event.error_class)
+            m.inc(
+                "flujo_step_failures", pipeline=pipeline, agent=agent, error_class=event.error_class
+            )
 
     def _launched(self, run: _Run, cmd: LaunchStep, state: RunState, now: float) -> None:
         m, pipeline = self.metrics, run.pipeline
@@ -684,8 +692,11 @@ class MetricsObserver:
                 learn=outcome.status == "succeeded",
             )
             for verdict in verdicts:
-                m.set(
-                    "flujo_run_anomaly_score", verdict.score, pipeline=pipeline, metric=verdict.metric
+                m.set_gauge(
+                    "flujo_run_anomaly_score",
+                    verdict.score,
+                    pipeline=pipeline,
+                    metric=verdict.metric,
                 )
                 if verdict.anomalous:
                     m.inc("flujo_run_anomalies", pipeline=pipeline, metric=verdict.metric)
