@@ -307,9 +307,10 @@ def render(rows: list[dict[str, Any]], engines: dict[str, Any], settings: oc.Set
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *body, strict=True)]
 
     def line(values: list[str]) -> str:
-        return (
-            "| " + " | ".join(str(v).rjust(w) for v, w in zip(values, widths, strict=True)) + " |"
-        )
+        first, *rest = (str(v) for v in values)
+        cells = [first.ljust(widths[0])]
+        cells += [v.rjust(w) for v, w in zip(rest, widths[1:], strict=True)]
+        return "| " + " | ".join(cells) + " |"
 
     out = [
         "Engine overhead: µs per step execution (median of "

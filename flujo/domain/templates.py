@@ -242,6 +242,13 @@ def _translate_size(s: Any, table: Any) -> int:
     return 0
 
 
+def _check_padding(name: str, width: Any, budget: _Budget) -> None:
+    if isinstance(width, int):
+        if width > MAX_RENDERED:
+            raise TemplateLimitExceeded(f"{name}({width}) exceeds {MAX_RENDERED} characters")
+        budget.produce(width)
+
+
 def _check_method(method: Any, args: tuple[Any, ...], budget: _Budget) -> tuple[Any, ...]:
     """Pre-check a str/bytes method that can allocate far more than its inputs."""
     owner = getattr(method, "__self__", None)
@@ -249,8 +256,7 @@ def _check_method(method: Any, args: tuple[Any, ...], budget: _Budget) -> tuple[
         return args
     name = getattr(method, "__name__", "")
     if name in ("center", "ljust", "rjust", "zfill") and args:
-        if isinstance(args[0], int) and args[0] > MAX_RENDERED:
-            raise TemplateLimitExceeded(f"{name}({args[0]}) exceeds {MAX_RENDERED} characters")
+        _check_padding(name, args[0], budget)
     elif name == "expandtabs":
         tab = args[0] if args and isinstance(args[0], int) else 8
         budget.produce(len(owner) * max(tab, 1))
@@ -266,20 +272,9 @@ def _check_method(method: Any, args: tuple[Any, ...], budget: _Budget) -> tuple[
     return args
 
 
-def _bound(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    try:
-        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
-    except (TypeError, ValueError):
-        return {}
-    bound.apply_defaults()
-    return dict(bound.arguments)
-
-
-def _filter_precheck(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> None:
-    budget = _current()
-    a = _bound(fn, args, kwargs)
+def _filter_precheck(name: str, a: Mapping[str, Any], budget: _Budget) -> None:
     if name == "center":
-        _check_width(a.get("width"), "center width")
+        _check_padding("center", a.get("width"), budget)
     elif name == "indent":
         s, width = str(a.get("s", "")), a.get("width", 4)
         per_line = width if isinstance(width, int) else len(str(width))
@@ -307,41 +302,67 @@ def _filter_precheck(name: str, fn: Callable[..., Any], args: tuple[Any, ...], k
             raise TemplateLimitExceeded(f"tojson indent exceeds {_MAX_JSON_INDENT}")
 
 
+_CONTEXT_PARAMS = frozenset({"eval_ctx", "environment", "env", "context"})
+
+
+class _FilterSignature:
+    """A filter's parameters as the template author sees them.
+
+    Jinja passes a context, eval context or environment first to filters
+    marked for it; those leading arguments are set aside so checks can bind
+    the author's arguments by name.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.injects = getattr(fn, "jinja_pass_arg", None) is not None
+        try:
+            signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            signature = None
+        if signature is not None:
+            params = list(signature.parameters.values())
+            if params and params[0].name in _CONTEXT_PARAMS:
+                signature = signature.replace(parameters=params[1:])
+        self.signature = signature
+
+    def bind(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], inspect.BoundArguments | None]:
+        lead, rest = (args[:1], args[1:]) if self.injects else ((), args)
+        if self.signature is None:
+            return lead, None
+        try:
+            bound = self.signature.bind(*rest, **kwargs)
+        except TypeError:
+            return lead, None  # the filter reports the bad call itself
+        return lead, bound
+
+
 def _metered_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    try:
-        signature: inspect.Signature | None = inspect.signature(fn)
-    except (TypeError, ValueError):
-        signature = None
+    shape = _FilterSignature(fn)
 
     @wraps(fn)
     def metered(*args: Any, **kwargs: Any) -> Any:
         budget = _current()
         budget.step()
-        if name == "join" and signature is not None:
-            args, kwargs = _prepare_join(signature, args, kwargs, budget)
-        else:
-            _filter_precheck(name, fn, args, kwargs)
+        lead, bound = shape.bind(args, kwargs)
+        if bound is not None:
+            bound.apply_defaults()
+            if name == "join":
+                value = bound.arguments.get("value")
+                if isinstance(value, Iterable) and not isinstance(value, str):
+                    # Materialise once, so the result size is known before joining.
+                    bound.arguments["value"] = items = list(value)
+                    budget.step(len(items))
+                    budget.produce(_size(bound.arguments.get("d")) * max(len(items) - 1, 0))
+                    args, kwargs = (*lead, *bound.args), bound.kwargs
+            else:
+                _filter_precheck(name, bound.arguments, budget)
         result = fn(*args, **kwargs)
         budget.produce(_size(result))
         return result
 
     return metered
-
-
-def _prepare_join(
-    signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any], budget: _Budget
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Materialise ``|join``'s sequence once, so the result size is known before joining."""
-    try:
-        bound = signature.bind(*args, **kwargs)
-    except TypeError:
-        return args, kwargs  # the filter reports the bad call itself
-    value = bound.arguments.get("value")
-    if isinstance(value, Iterable) and not isinstance(value, str):
-        bound.arguments["value"] = items = list(value)
-        budget.step(len(items))
-        budget.produce(_size(bound.arguments.get("d", "")) * max(len(items) - 1, 0))
-    return bound.args, bound.kwargs
 
 
 # --- syntax-tree rewriting: meter loops, outputs, concatenations -----------

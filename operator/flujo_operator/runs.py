@@ -392,7 +392,8 @@ class RunController:
                             },
                         )
                     )
-                elif not await self._launch(session, command):
+                elif session.waiting or not await self._launch(session, command):
+                    # FIFO: a run's launches start in the order the machine issued them.
                     session.waiting.append(command)
             elif isinstance(command, CancelStep):
                 session.waiting = [w for w in session.waiting if w.path != command.path]
