@@ -128,6 +128,7 @@ def _async_factory(runner: Flujo) -> Callable[[], Callable[[], Awaitable[Any]]]:
 
 def measure_ours(settings: oc.Settings) -> dict[str, Any]:
     """Our engine: one ``Flujo`` runner per workload, reused across runs."""
+    environment = oc.environment()  # before measuring: the load average seen at the start
     workloads: dict[str, Any] = {}
     for workload in settings.workloads:
         _progress(f"ours: {workload}")
@@ -149,7 +150,7 @@ def measure_ours(settings: oc.Settings) -> dict[str, Any]:
         "version": getattr(flujo, "__version__", "?"),
         "source": str(Path(flujo.__file__).resolve().parent),
         "step": "Step(name, agent=inc) with a plain sync function",
-        "environment": oc.environment(),
+        "environment": environment,
         "variants": {
             "default": {
                 "description": "Flujo(pipeline), built once per workload; "
@@ -339,7 +340,11 @@ def render(rows: list[dict[str, Any]], engines: dict[str, Any], settings: oc.Set
             out.append(f"{key}: ERROR {record['error']}")
             continue
         env = record.get("environment", {})
-        out.append(f"{key}: {record.get('engine')} on Python {env.get('python')}")
+        load = env.get("loadavg") or ["?"]
+        out.append(
+            f"{key}: {record.get('engine')} on Python {env.get('python')} "
+            f"(1-min load average at its start: {load[0]})"
+        )
         for variant, v in record.get("variants", {}).items():
             for wl, w in v.get("workloads", {}).items():
                 if "error" in w:
@@ -418,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "engine_overhead",
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "loadavg_at_finish": oc.environment()["loadavg"],
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.engine_overhead"])
         + (" " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""),
         "settings": {

@@ -107,18 +107,27 @@ def test_a_missing_agent_is_reported_and_the_run_waits_for_it(
         conditions = {c["type"]: c for c in status["conditions"]}
         assert conditions["AgentsResolved"]["status"] == "False"
         assert status["missingAgents"] == ["writer"]
-        run = wait_for(lambda: get_json(cluster, "pipelinerun", "needs-writer-1").get("status"),
-                       30, "run status")
+        run = wait_for(
+            lambda: get_json(cluster, "pipelinerun", "needs-writer-1").get("status"),
+            30,
+            "run status",
+        )
         assert (run["phase"], run["reason"]) == ("Pending", "AgentsMissing")
         assert "unknown agent 'writer'" in run["message"]
         assert run_pods(cluster, "needs-writer-1") == []
         # the agent appears: the pipeline resolves and the run starts by itself
         cluster.apply(WRITER)
-        done = cluster("wait", "--for=jsonpath={.status.phase}=Succeeded",
-                       "pipelinerun/needs-writer-1", "--timeout=60s", check=False)
+        done = cluster(
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "pipelinerun/needs-writer-1",
+            "--timeout=60s",
+            check=False,
+        )
         assert done.returncode == 0, done.stderr + op.log()[-3000:]
         assert get_json(cluster, "pipelinerun", "needs-writer-1")["status"]["output"] == {
-            "value": "A DRAFT"}
+            "value": "A DRAFT"
+        }
         assert get_json(cluster, "pipeline", "needs-writer")["status"]["missingAgents"] == []
 
 
@@ -167,20 +176,150 @@ def test_a_cost_breach_in_a_parallel_branch_fails_the_run_and_deletes_siblings(
 ) -> None:
     with running_operator(kubeconfig, tmp_path) as op:
         cluster.apply(BREACH)
-        done = cluster("wait", "--for=jsonpath={.status.phase}=Failed", "pipelinerun/breach-1",
-                       "--timeout=60s", check=False)
+        done = cluster(
+            "wait",
+            "--for=jsonpath={.status.phase}=Failed",
+            "pipelinerun/breach-1",
+            "--timeout=60s",
+            check=False,
+        )
         assert done.returncode == 0, done.stderr + op.log()[-3000:]
         status = get_json(cluster, "pipelinerun", "breach-1")["status"]
         assert status["reason"] == "UsageLimitExceeded"
         assert status["message"] == (
-            "cost limit $0.50 exceeded at fanout/branch-a/summarise: $0.61 spent")
+            "cost limit $0.50 exceeded at fanout/branch-a/summarise: $0.61 spent"
+        )
         assert status["breach"]["path"] == "fanout/branch-a/summarise"
         steps = {s: v for s, v in status["steps"].items()}
         assert steps["fanout/branch-a/note"]["phase"] == "succeeded"  # partial output kept
         assert steps["fanout/branch-b/ponder"]["phase"] == "cancelled"
         # the sibling's pod is gone; the finished ones stay as the run's result store
-        wait_for(lambda: {p["metadata"]["annotations"]["flujo.dev/step-path"]
-                          for p in run_pods(cluster, "breach-1")}
-                 == {"fanout/branch-a/note", "fanout/branch-a/summarise"}, 30, "sibling deleted")
+        wait_for(
+            lambda: (
+                {
+                    p["metadata"]["annotations"]["flujo.dev/step-path"]
+                    for p in run_pods(cluster, "breach-1")
+                }
+                == {"fanout/branch-a/note", "fanout/branch-a/summarise"}
+            ),
+            30,
+            "sibling deleted",
+        )
         table = cluster("get", "pipelineruns").stdout
         assert "Failed" in table and "$0.61" in table
+
+
+POD_FAILURES = """
+apiVersion: flujo.dev/v1alpha1
+kind: Agent
+metadata: {name: echo}
+spec: {type: builtin, builtin: echo}
+---
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: flaky-node}
+spec:
+  input: hello
+  pipeline:
+    steps:
+      - {name: first, agent: echo, retry: {maxAttempts: 3, backoffSeconds: 0}}
+---
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: oom}
+spec:
+  input: hello
+  pipeline:
+    steps:
+      - {name: big, agent: echo, retry: {maxAttempts: 3, backoffSeconds: 0}}
+---
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: bad-image}
+spec:
+  input: hello
+  pipeline:
+    steps:
+      - {name: pull, agent: echo}
+"""
+
+
+def test_pod_level_failures_become_classified_step_events(
+    cluster: Any, kubeconfig: Path, tmp_path: Path, local_kubelet: Any
+) -> None:
+    local_kubelet.fail_next({"flujo.dev/run": "flaky-node"}, "Evicted")
+    local_kubelet.fail_next({"flujo.dev/run": "oom"}, "OOMKilled")
+    local_kubelet.fail_next({"flujo.dev/run": "bad-image"}, "ErrImagePull")
+    with running_operator(kubeconfig, tmp_path) as op:
+        cluster.apply(POD_FAILURES)
+
+        def finished(run: str) -> Any:
+            status = get_json(cluster, "pipelinerun", run).get("status") or {}
+            return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+        # eviction is transient: retried on a new pod, and the run succeeds
+        evicted = wait_for(lambda: finished("flaky-node"), 60, f"flaky-node ({op.log()[-2000:]})")
+        assert evicted["phase"] == "Succeeded" and evicted["steps"]["first"]["attempts"] == 2
+        # OOMKilled is permanent: no retry, the pod's reason is in the status
+        oom = wait_for(lambda: finished("oom"), 60, "oom")
+        assert oom["phase"] == "Failed" and oom["steps"]["big"]["attempts"] == 1
+        assert oom["steps"]["big"]["errorClass"] == "permanent"
+        assert "OOMKilled" in oom["message"]
+        # an image that cannot be pulled is a configuration error; the pod is removed
+        pull = wait_for(lambda: finished("bad-image"), 60, "bad-image")
+        assert pull["phase"] == "Failed" and pull["steps"]["pull"]["errorClass"] == "config"
+        assert "ErrImagePull" in pull["message"]
+        wait_for(lambda: run_pods(cluster, "bad-image") == [], 30, "failed pod deleted")
+
+
+SLOW_RUN = """
+apiVersion: flujo.dev/v1alpha1
+kind: Agent
+metadata: {name: slow}
+spec:
+  type: scripted
+  responses: [{output: "late", delaySeconds: 60}]
+---
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: doomed}
+spec:
+  input: x
+  pipeline:
+    steps:
+      - name: fan
+        parallel:
+          branches:
+            - {name: a, steps: [{name: wait-a, agent: slow}]}
+            - {name: b, steps: [{name: wait-b, agent: slow}]}
+"""
+
+
+def test_a_deleted_step_pod_fails_its_step_and_deleting_the_run_removes_its_pods(
+    cluster: Any, kubeconfig: Path, tmp_path: Path, local_kubelet: Any
+) -> None:
+    with running_operator(kubeconfig, tmp_path):
+        cluster.apply(SLOW_RUN)
+        pods = wait_for(
+            lambda: len(local_kubelet.running) == 2 and run_pods(cluster, "doomed"),
+            60,
+            "two step pods running",
+        )
+        # someone deletes a step pod: a transient failure, retried if the policy allows —
+        # here it does not, so the parallel fails fast and cancels its sibling
+        victim = pods[0]["metadata"]["name"]
+        cluster("delete", "pod", victim, "--wait=false")
+        status = wait_for(
+            lambda: (
+                (get_json(cluster, "pipelinerun", "doomed").get("status") or {})
+                if (get_json(cluster, "pipelinerun", "doomed").get("status") or {}).get("phase")
+                == "Failed"
+                else None
+            ),
+            60,
+            "run failed",
+        )
+        assert "was deleted before it finished" in status["message"], status["message"]
+        wait_for(lambda: local_kubelet.running == [], 30, "no step process left")
+        cluster("delete", "pipelinerun", "doomed")
+        wait_for(lambda: run_pods(cluster, "doomed") == [], 30, "pods garbage-collected")

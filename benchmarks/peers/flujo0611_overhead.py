@@ -176,15 +176,17 @@ def main() -> None:
     version = importlib.metadata.version("flujo")
     if version != "0.6.11":
         raise SystemExit(f"expected flujo 0.6.11 in this interpreter, found {version}")
+    environment = oc.environment()  # before measuring: the load average seen at the start
+    results = {v: measure_variant(v, settings) for v in variants}
     oc.emit(
         {
             "engine": "Flujo 0.6.11",
             "package": "flujo",
             "version": version,
             "step": "Step.from_callable(async def ainc(x: int) -> int)",
-            "environment": oc.environment(),
+            "environment": environment,
             "cwd": os.getcwd(),
-            "variants": {v: measure_variant(v, settings) for v in variants},
+            "variants": results,
         },
         settings.workloads,
     )

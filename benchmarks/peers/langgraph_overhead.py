@@ -123,6 +123,7 @@ def main() -> None:
     oc.add_common_args(parser)
     settings = oc.settings_from_args(parser.parse_args())
     version = importlib.metadata.version("langgraph")
+    environment = oc.environment()  # before measuring: the load average seen at the start
 
     workloads: dict[str, Any] = {}
     for workload in settings.workloads:
@@ -139,7 +140,7 @@ def main() -> None:
             "package": "langgraph",
             "version": version,
             "step": "StateGraph node returning {'x': inc(state['x'])} (async def for ainvoke)",
-            "environment": oc.environment(),
+            "environment": environment,
             "variants": {
                 "default": {
                     "description": "StateGraph(...).compile() without checkpointer "

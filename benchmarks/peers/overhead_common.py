@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import math
 import os
@@ -129,7 +130,7 @@ class StepProbe:
     """
 
     def __init__(self) -> None:
-        self.count = 0
+        self.ticks = itertools.count(1)  # next() on it is atomic: safe from worker threads
         self.next_check: float = math.inf
         self.deadline: float = math.inf
         self.aborted_at: float | None = None
@@ -137,7 +138,7 @@ class StepProbe:
 
     def arm(self, budget_s: float | None) -> None:
         """Reset the counter; start the budget clock now (``None``: no budget)."""
-        self.count = 0
+        self.ticks = itertools.count(1)
         self.aborted_at = None
         self.completed_at_abort = 0
         if budget_s is None:
@@ -147,15 +148,19 @@ class StepProbe:
             self.deadline = time.perf_counter() + budget_s
             self.next_check = _CHECK_EVERY
 
-    def check(self) -> None:
-        """Called by the trivial step every few executions (see :func:`inc`)."""
+    def executed(self) -> int:
+        """Trivial steps started since :meth:`arm`; call once, after the run."""
+        return next(self.ticks) - 1
+
+    def check(self, n: int) -> None:
+        """Called by the n-th trivial step of a run every few executions (see :func:`inc`)."""
         now = time.perf_counter()
         if self.aborted_at is None and now <= self.deadline:
-            self.next_check = self.count + _CHECK_EVERY
+            self.next_check = n + _CHECK_EVERY
             return
         if self.aborted_at is None:
             self.aborted_at = now
-            self.completed_at_abort = self.count - 1
+            self.completed_at_abort = n - 1
         self.next_check = 0  # every further call raises: no retry gets through
         raise BudgetExceededError("time budget of this run exceeded")
 
@@ -166,9 +171,9 @@ PROBE = StepProbe()
 def inc(x: int) -> int:
     """The trivial step: ``x + 1``, counted on :data:`PROBE`."""
     probe = PROBE
-    probe.count += 1
-    if probe.count >= probe.next_check:
-        probe.check()
+    n = next(probe.ticks)
+    if n >= probe.next_check:
+        probe.check(n)
     return x + 1
 
 
@@ -326,7 +331,13 @@ def _run_sync(prepare: Callable[[], Callable[[], Any]], budget_s: float | None) 
         error = exc
     elapsed = time.perf_counter() - started
     return _Run(
-        elapsed, output, error, PROBE.count, PROBE.aborted_at, PROBE.completed_at_abort, started
+        elapsed,
+        output,
+        error,
+        PROBE.executed(),
+        PROBE.aborted_at,
+        PROBE.completed_at_abort,
+        started,
     )
 
 
@@ -345,7 +356,13 @@ async def _run_async(
         error = exc
     elapsed = time.perf_counter() - started
     return _Run(
-        elapsed, output, error, PROBE.count, PROBE.aborted_at, PROBE.completed_at_abort, started
+        elapsed,
+        output,
+        error,
+        PROBE.executed(),
+        PROBE.aborted_at,
+        PROBE.completed_at_abort,
+        started,
     )
 
 

@@ -263,12 +263,14 @@ def pod_failure(pod: Mapping[str, Any], path: str, attempt: int) -> StepFailed |
             message="step pod was OOMKilled; raise the step memory limit",
         )
     if done is not None:
+        deleted = (pod.get("metadata") or {}).get("deletionTimestamp")
+        how = "was deleted before it finished and exited" if deleted else "exited"
         return StepFailed(
             path=path,
             attempt=attempt,
             error_class=errors.TRANSIENT,
             message=(
-                f"step pod exited with code {done.get('exitCode')} "
+                f"step pod {how} with code {done.get('exitCode')} "
                 f"({done.get('reason') or 'Error'}) without a result"
             ),
         )
