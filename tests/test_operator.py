@@ -190,7 +190,7 @@ def test_a_cost_breach_in_a_parallel_branch_fails_the_run_and_deletes_siblings(
             "cost limit $0.50 exceeded at fanout/branch-a/summarise: $0.61 spent"
         )
         assert status["breach"]["path"] == "fanout/branch-a/summarise"
-        steps = {s: v for s, v in status["steps"].items()}
+        steps = status["steps"]
         assert steps["fanout/branch-a/note"]["phase"] == "succeeded"  # partial output kept
         assert steps["fanout/branch-b/ponder"]["phase"] == "cancelled"
         # the sibling's pod is gone; the finished ones stay as the run's result store
