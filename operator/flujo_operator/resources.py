@@ -59,7 +59,13 @@ class ResourceController:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         key = f"{namespace}/{name}"
+        cache = self.runs.agents.setdefault(namespace, {})
+        cache.pop(name, None)
         if kind != "DELETED":
+            try:
+                cache[name] = AgentSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                pass
             status = body.get("status") or {}
             circuit = status.get("circuit")
             if isinstance(circuit, dict) and key not in self.breakers and circuit.get("state"):
@@ -116,9 +122,16 @@ class ResourceController:
     # --- Pipelines ----------------------------------------------------------------
 
     async def on_pipeline(self, kind: str, body: dict[str, Any]) -> None:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        self.runs.pipelines.pop((namespace, name), None)
         if kind == "DELETED":
             return
-        namespace = body["metadata"]["namespace"]
+        try:
+            self.runs.pipelines[namespace, name] = PipelineSpec.model_validate(
+                body.get("spec") or {}
+            )
+        except ValidationError:
+            pass
         agents = await self._agent_names(namespace)
         await self._evaluate(body, agents)
         await self.runs.retry_pending(namespace)
@@ -130,7 +143,7 @@ class ResourceController:
         await self.runs.retry_pending(namespace)
 
     async def _agent_names(self, namespace: str) -> set[str]:
-        return {name for name, spec in (await self.runs._agents(namespace)).items()}
+        return set(await self.runs._agents(namespace))
 
     async def _evaluate(self, body: dict[str, Any], agents: set[str]) -> None:
         meta = body["metadata"]

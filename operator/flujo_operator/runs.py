@@ -101,6 +101,10 @@ class RunController:
         self.sessions: dict[str, Session] = {}
         self.finished: set[str] = set()
         self.locks: dict[str, asyncio.Lock] = {}
+        self.agents: dict[str, dict[str, AgentSpec | None]] = {}
+        """namespace → valid Agents, kept current by the Agent watch (a cache, not truth)."""
+        self.pipelines: dict[tuple[str, str], PipelineSpec] = {}
+        """(namespace, name) → valid Pipeline specs, kept current by the Pipeline watch."""
         self.running_pods: dict[str, set[str]] = {}
         """namespace → names of step pods created and not yet finished."""
 
@@ -148,7 +152,9 @@ class RunController:
         pipeline = await self._pipeline(ref, spec)
         if pipeline is None:
             return
-        agents = await self._agents(ref.namespace)
+        agents = self.known_agents(ref.namespace)
+        if check_agents(pipeline, agents):  # the cache may be cold or behind: ask the API
+            agents = await self._agents(ref.namespace)
         problems = [f.message for f in check_pipeline(pipeline)]
         problems += [f.message for f in check_agents(pipeline, agents)]
         if problems:
@@ -198,6 +204,9 @@ class RunController:
         if spec.pipeline is not None:
             return spec.pipeline
         assert spec.pipeline_ref is not None
+        cached = self.pipelines.get((ref.namespace, spec.pipeline_ref.name))
+        if cached is not None:
+            return cached
         obj = await self.kube.get("pipelines", ref.namespace, spec.pipeline_ref.name)
         if obj is None:
             await self._refuse(
@@ -213,17 +222,24 @@ class RunController:
             await self._refuse(ref, "PipelineInvalid", _first_error(exc), terminal=False)
             return None
 
-    async def _agents(self, namespace: str) -> dict[str, AgentSpec | None]:
-        """Agents of the namespace that validate, plus the built-in presets."""
+    def known_agents(self, namespace: str) -> dict[str, AgentSpec | None]:
+        """Agents of the namespace as last seen in their watch events, plus the presets."""
         found: dict[str, AgentSpec | None] = {
             PRESET_PREFIX + n: None for n in builtin_names(presets_only=True)
         }
+        found.update(self.agents.get(namespace, {}))
+        return found
+
+    async def _agents(self, namespace: str) -> dict[str, AgentSpec | None]:
+        """Agents of the namespace read from the API (refreshing the cache)."""
+        fresh: dict[str, AgentSpec | None] = {}
         for obj in await self.kube.list("agents", namespace):
             try:
-                found[obj["metadata"]["name"]] = AgentSpec.model_validate(obj.get("spec") or {})
+                fresh[obj["metadata"]["name"]] = AgentSpec.model_validate(obj.get("spec") or {})
             except ValidationError:
                 continue
-        return found
+        self.agents[namespace] = fresh
+        return self.known_agents(namespace)
 
     async def _refuse(self, ref: RunRef, reason: str, message: str, terminal: bool) -> None:
         """The run does not start (yet): say why in its status."""

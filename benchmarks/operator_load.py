@@ -1,0 +1,252 @@
+"""Operator load on the API emulator: 200 PipelineRuns × 5 steps.
+
+Measures what the operator costs the API server and how fast it reacts:
+
+- API writes per step, counted at the emulator (the kubelet's own writes and
+  the benchmark's PipelineRun creations are excluded);
+- run created → first step pod created latency, p50 and p99;
+- total wall time until every run succeeded, and the operator's CPU seconds.
+
+The operator under test is the real one (``python -m flujo_operator``, kopf,
+the kubernetes client).  Only the kubelet is simplified: it computes each
+step in-process with the step-runner code instead of forking a Python
+process per pod, which would make 1,000 pods a CPU benchmark of Python
+start-up on 2 cores rather than of the operator.
+
+    .venv/bin/python -m benchmarks.operator_load [--runs 200] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flujo.runtime.envelope import encode_result  # noqa: E402
+from flujo.runtime.step_runner import LaunchDocument, execute  # noqa: E402
+from tests.k8s.emulator import Emulator, EmulatorServer  # noqa: E402
+from tests.k8s.kubelet import LocalKubelet  # noqa: E402
+from tests.operatorkit import OperatorProcess  # noqa: E402
+
+FIRST_POD: dict[str, float] = {}
+
+
+class TimingEmulator(Emulator):
+    """Timestamps step-pod creations as the API server receives them."""
+
+    def _count_write(self, raw: Any, request: Any) -> None:
+        if (
+            raw.method == "POST"
+            and request.resource is not None
+            and (request.resource.plural == "pods")
+        ):
+            labels = ((request.data or {}).get("metadata") or {}).get("labels") or {}
+            FIRST_POD.setdefault(labels.get("flujo.dev/run", ""), time.perf_counter())
+        super()._count_write(raw, request)
+
+
+class InProcessKubelet(LocalKubelet):
+    """Completes step pods by running the step-runner code in this process."""
+
+    async def _run_container(self, run: Any, pod: Any, container: Any, root: Path) -> None:
+        annotations = pod["metadata"].get("annotations") or {}
+        document = LaunchDocument.model_validate_json(annotations["flujo.dev/launch"])
+        message, log = encode_result(await execute(document))
+        self._log_sink(run.namespace, run.name, log.encode())
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        await self._patch_status(
+            run,
+            {
+                "phase": "Succeeded",
+                "containerStatuses": [
+                    {
+                        "name": container.get("name", "step"),
+                        "image": container.get("image", ""),
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "started": False,
+                        "state": {
+                            "terminated": {
+                                "exitCode": 0,
+                                "reason": "Completed",
+                                "message": message,
+                                "startedAt": now,
+                                "finishedAt": now,
+                            }
+                        },
+                    }
+                ],
+            },
+        )
+
+
+def manifests(steps: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "flujo.dev/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "step"},
+            "spec": {"type": "builtin", "builtin": "append", "config": {"suffix": "."}},
+        },
+        {
+            "apiVersion": "flujo.dev/v1alpha1",
+            "kind": "Pipeline",
+            "metadata": {"name": "load"},
+            "spec": {"steps": [{"name": f"s{i}", "agent": "step"} for i in range(steps)]},
+        },
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.02,
+        help="Seconds between run creations: 0.02 is 50 runs/s arriving; 0 is a burst.",
+    )
+    args = parser.parse_args()
+
+    from kubernetes import client, config
+
+    with EmulatorServer(TimingEmulator()) as server, tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "e",
+                    "clusters": [{"name": "e", "cluster": {"server": server.url}}],
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                    "contexts": [
+                        {
+                            "name": "e",
+                            "context": {"cluster": "e", "user": "u", "namespace": "default"},
+                        }
+                    ],
+                }
+            )
+        )
+        api = config.new_client_from_config(str(kubeconfig))
+        ext = client.ApiextensionsV1Api(api)
+        custom = client.CustomObjectsApi(api)
+        import yaml
+
+        for path in sorted((ROOT / "crds").glob("*.yaml")):
+            ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+        for obj in manifests(args.steps):
+            custom.create_namespaced_custom_object(
+                "flujo.dev", "v1alpha1", "default", obj["kind"].lower() + "s", obj
+            )
+
+        kubelet = InProcessKubelet(server.url, log_sink=server.emulator.append_log, max_pods=64)
+        server.run(kubelet.start())
+        operator = OperatorProcess(
+            kubeconfig,
+            Path(tmp) / "operator.log",
+            FLUJO_MAX_RUNNING_RUNS=str(args.runs),
+            FLUJO_MAX_RUNNING_PODS="200",
+        )
+        operator.start()
+        assert operator.process is not None
+        cpu_before = cpu_seconds(operator.process.pid)
+
+        server.emulator.reset_writes()
+        created: dict[str, float] = {}
+        start = time.perf_counter()
+        for i in range(args.runs):
+            name = f"load-{i:04d}"
+            created[name] = time.perf_counter()
+            custom.create_namespaced_custom_object(
+                "flujo.dev",
+                "v1alpha1",
+                "default",
+                "pipelineruns",
+                {
+                    "apiVersion": "flujo.dev/v1alpha1",
+                    "kind": "PipelineRun",
+                    "metadata": {"name": name},
+                    "spec": {"pipelineRef": {"name": "load"}, "input": "x"},
+                },
+            )
+            if args.interval:
+                time.sleep(args.interval)
+        deadline = start + args.timeout
+        while time.perf_counter() < deadline:
+            items = custom.list_namespaced_custom_object(
+                "flujo.dev", "v1alpha1", "default", "pipelineruns"
+            )["items"]
+            done = sum(1 for r in items if (r.get("status") or {}).get("phase") == "Succeeded")
+            if done == args.runs:
+                break
+            time.sleep(0.2)
+        total = time.perf_counter() - start
+        cpu = cpu_seconds(operator.process.pid) - cpu_before
+        writes = dict(server.emulator.writes)
+        operator.stop()
+        server.run(kubelet.stop())
+
+    own = {k: v for k, v in writes.items() if k != ("pipelineruns", "create")}
+    steps = args.runs * args.steps
+    latencies = [(FIRST_POD[r] - created[r]) * 1000 for r in created if r in FIRST_POD]
+    result = {
+        "runs": args.runs,
+        "steps_per_run": args.steps,
+        "runs_succeeded": done,
+        "total_seconds": round(total, 2),
+        "runs_per_second": round(args.runs / total, 2),
+        "operator_cpu_seconds": round(cpu, 2),
+        "api_writes": {f"{r} {v}": n for (r, v), n in sorted(own.items())},
+        "writes_per_step": round(sum(own.values()) / steps, 3),
+        "first_pod_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
+        "first_pod_ms_p99": round(percentile(latencies, 0.99), 1) if latencies else None,
+        "targets": {"writes_per_step": 2.5, "first_pod_ms_p50": 50},
+    }
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "operator_load.json").write_text(json.dumps(result, indent=2))
+    print(f"{'metric':<28} value")
+    for key in (
+        "runs_succeeded",
+        "total_seconds",
+        "runs_per_second",
+        "operator_cpu_seconds",
+        "writes_per_step",
+        "first_pod_ms_p50",
+        "first_pod_ms_p99",
+    ):
+        print(f"{key:<28} {result[key]}")
+    print("writes by resource and verb:")
+    for key, count in result["api_writes"].items():
+        print(f"  {key:<30} {count}")
+    print("targets: ≤ 2.5 writes per step amortised, first pod ≤ 50 ms p50")
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
