@@ -1,4 +1,4 @@
-"""Operator load on the API emulator: 200 PipelineRuns × 5 steps.
+"""Operator load on the API emulator: 200 PipelineRuns x 5 steps.
 
 Measures what the operator costs the API server and how fast it reacts:
 

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from flujo.agents.credentials import secret_env_name
@@ -23,6 +24,7 @@ from flujo.engine import LaunchStep, RunState, StepFailed
 from flujo.runtime.step_runner import LaunchDocument
 from flujo.spec.agent import AgentSpec
 from flujo.spec.base import API_VERSION
+from pydantic import ValidationError
 
 from flujo_operator.config import Config
 
@@ -381,3 +383,23 @@ def build_run_status(
         if outcome.status == "succeeded":
             status["output"] = _preview(outcome.output)
     return status
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def condition(kind: str, status: str, reason: str, message: str, when: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason or kind,
+        "message": message[:1000],
+        "lastTransitionTime": when,
+    }
+
+
+def first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"spec.{where}: {err['msg']}" if where else err["msg"]

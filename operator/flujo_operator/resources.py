@@ -12,6 +12,7 @@ restored after a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -21,8 +22,9 @@ from flujo.spec.pipeline import PipelineSpec
 from flujo.spec.validation import check_agents, check_pipeline
 from pydantic import ValidationError
 
+from flujo_operator.builders import condition, first_error, now_iso
 from flujo_operator.kube import Kube
-from flujo_operator.runs import RunController, _condition, _first_error, _now
+from flujo_operator.runs import RunController
 
 __all__ = ["ResourceController"]
 
@@ -62,10 +64,8 @@ class ResourceController:
         cache = self.runs.agents.setdefault(namespace, {})
         cache.pop(name, None)
         if kind != "DELETED":
-            try:
+            with contextlib.suppress(ValidationError):
                 cache[name] = AgentSpec.model_validate(body.get("spec") or {})
-            except ValidationError:
-                pass
             status = body.get("status") or {}
             circuit = status.get("circuit")
             if isinstance(circuit, dict) and key not in self.breakers and circuit.get("state"):
@@ -96,7 +96,7 @@ class ResourceController:
         except ValidationError as exc:
             return {
                 "resolved": False,
-                "message": _first_error(exc),
+                "message": first_error(exc),
                 "circuit": circuit,
                 "observedGeneration": meta.get("generation", 1),
             }
@@ -126,12 +126,10 @@ class ResourceController:
         self.runs.pipelines.pop((namespace, name), None)
         if kind == "DELETED":
             return
-        try:
+        with contextlib.suppress(ValidationError):
             self.runs.pipelines[namespace, name] = PipelineSpec.model_validate(
                 body.get("spec") or {}
             )
-        except ValidationError:
-            pass
         agents = await self._agent_names(namespace)
         await self._evaluate(body, agents)
         await self.runs.retry_pending(namespace)
@@ -147,14 +145,14 @@ class ResourceController:
 
     async def _evaluate(self, body: dict[str, Any], agents: set[str]) -> None:
         meta = body["metadata"]
-        now = _now()
+        now = now_iso()
         status: dict[str, Any] = {"observedGeneration": meta.get("generation", 1)}
         try:
             spec = PipelineSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             status["conditions"] = [
-                _condition("Valid", "False", "InvalidSpec", _first_error(exc), now),
-                _condition("AgentsResolved", "Unknown", "InvalidSpec", "", now),
+                condition("Valid", "False", "InvalidSpec", first_error(exc), now),
+                condition("AgentsResolved", "Unknown", "InvalidSpec", "", now),
             ]
             status["missingAgents"] = []
         else:
@@ -164,14 +162,14 @@ class ResourceController:
             )
             status["missingAgents"] = missing
             status["conditions"] = [
-                _condition(
+                condition(
                     "Valid",
                     "False" if problems else "True",
                     "InvalidSpec" if problems else "Valid",
                     "; ".join(problems),
                     now,
                 ),
-                _condition(
+                condition(
                     "AgentsResolved",
                     "False" if missing else "True",
                     "AgentsMissing" if missing else "Resolved",

@@ -54,7 +54,10 @@ from flujo_operator.builders import (
     RunRef,
     build_run_status,
     build_step_pod,
+    condition,
     decode_journal,
+    first_error,
+    now_iso,
     pod_failure,
     pod_name,
     terminated,
@@ -66,10 +69,6 @@ __all__ = ["RunController", "journal_event", "run_events"]
 
 log = logging.getLogger("flujo_operator.runs")
 TERMINAL = {"Succeeded", "Failed", "Cancelled"}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -92,7 +91,7 @@ class RunController:
         kube: Kube,
         config: Config,
         breakers: BreakerRegistry | None = None,
-        clock: Callable[[], str] = _now,
+        clock: Callable[[], str] = now_iso,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -147,7 +146,7 @@ class RunController:
         try:
             spec = PipelineRunSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
-            await self._refuse(ref, "InvalidSpec", _first_error(exc), terminal=True)
+            await self._refuse(ref, "InvalidSpec", first_error(exc), terminal=True)
             return
         pipeline = await self._pipeline(ref, spec)
         if pipeline is None:
@@ -219,7 +218,7 @@ class RunController:
         try:
             return PipelineSpec.model_validate(obj.get("spec") or {})
         except ValidationError as exc:
-            await self._refuse(ref, "PipelineInvalid", _first_error(exc), terminal=False)
+            await self._refuse(ref, "PipelineInvalid", first_error(exc), terminal=False)
             return None
 
     def known_agents(self, namespace: str) -> dict[str, AgentSpec | None]:
@@ -255,7 +254,7 @@ class RunController:
                 "reason": reason,
                 "message": message[:1000],
                 "conditions": [
-                    _condition(
+                    condition(
                         "Succeeded",
                         "False" if terminal else "Unknown",
                         reason,
@@ -476,7 +475,7 @@ class RunController:
             outcome = state.outcome
             succeeded = outcome is not None and outcome.status == "succeeded"
             status["conditions"] = [
-                _condition(
+                condition(
                     "Succeeded",
                     "True" if succeeded else "False",
                     status.get("reason", ""),
@@ -486,7 +485,7 @@ class RunController:
             ]
         else:
             status["conditions"] = [
-                _condition("Succeeded", "Unknown", "Running", "", session.started_at)
+                condition("Succeeded", "Unknown", "Running", "", session.started_at)
             ]
         await self.kube.patch_status(
             "pipelineruns", session.ref.namespace, session.ref.name, status
@@ -563,19 +562,3 @@ async def run_events(kube: Kube, run: dict[str, Any]) -> list[Event]:
         if event is not None:
             events.append(event)
     return events
-
-
-def _condition(kind: str, status: str, reason: str, message: str, when: str) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason or kind,
-        "message": message[:1000],
-        "lastTransitionTime": when,
-    }
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"spec.{where}: {err['msg']}" if where else err["msg"]
