@@ -474,7 +474,7 @@ def test_reconcile_timer_api_errors_and_queue_gauges() -> None:
         ("patch", ApiException(503)),
         ("get", ConnectionError("refused")),
     ):
-        with pytest.raises(Exception), metrics.api_call(verb):
+        with pytest.raises((ApiException, ConnectionError)), metrics.api_call(verb):
             raise exc
     errors_total = "flujo_operator_api_errors_total"
     assert value(metrics, errors_total, verb="create", error_class="conflict") == 1
@@ -553,13 +553,14 @@ def test_start_observability_serves_metrics_for_a_cli_run(monkeypatch: pytest.Mo
     obs = start_observability("review", registry, metrics_port=0)
     try:
         assert obs.tracer_provider is None and len(obs.observers) == 1
+        assert obs.server is not None
         assert run(manifest, registry, obs.observers).success
         text = httpx.get(f"http://127.0.0.1:{obs.server.port}/metrics", timeout=5).text
     finally:
         obs.close()
     assert (
-        'flujo_tokens_total{agent="writer",direction="input",model="gpt-test",pipeline="review"} 100.0'
-        in text
+        'flujo_tokens_total{agent="writer",direction="input",model="gpt-test",'
+        'pipeline="review"} 100.0' in text
     )
 
 
@@ -567,7 +568,7 @@ def test_agent_infos_read_kind_and_model_without_building_agents(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OBS_TEST_MODEL", "llama-3")
-    manifest, registry = load(
+    _, registry = load(
         SCRIPTED.replace("model: gpt-test", "model: ${OBS_TEST_MODEL}").replace(
             "model: critic-model", "model: ${OBS_TEST_UNSET}"
         )

@@ -26,10 +26,10 @@ def test_normal_runs_raise_nothing_and_an_expensive_run_is_flagged() -> None:
     for cost, tokens in normal_runs(200):
         verdicts = detector.observe("summarise", cost=cost, tokens=tokens)
         assert not any(v.anomalous for v in verdicts), verdicts
-    cost, tokens = detector.observe("summarise", cost=0.45, tokens=21_000)
-    assert cost.anomalous and tokens.anomalous
-    assert cost.score > 10 and cost.baseline_runs == 50
-    assert cost.median == pytest.approx(0.10, abs=0.01)
+    by_cost, by_tokens = detector.observe("summarise", cost=0.45, tokens=21_000)
+    assert by_cost.anomalous and by_tokens.anomalous
+    assert by_cost.score > 10 and by_cost.baseline_runs == 50
+    assert by_cost.median == pytest.approx(0.10, abs=0.01)
 
 
 def test_no_verdict_before_the_minimum_number_of_runs() -> None:

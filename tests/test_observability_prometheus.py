@@ -160,7 +160,7 @@ def test_the_dashboard_is_well_formed() -> None:
     assert variables == {"datasource", "pipeline"}
     for panel in board["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
         if panel["type"] == "row":
             continue
         assert panel["datasource"]["uid"] == "${datasource}"
@@ -312,7 +312,8 @@ def test_a_real_prometheus_scrapes_runs_of_an_embedded_runtime(
     # Business metrics in PromQL: tokens per run, and a recording rule evaluated by
     # this Prometheus from docs/prometheus/rules.yaml.
     per_run = prom.scalar(
-        'sum(flujo_run_tokens_sum{pipeline="review"}) / sum(flujo_run_tokens_count{pipeline="review"})'
+        'sum(flujo_run_tokens_sum{pipeline="review"})'
+        ' / sum(flujo_run_tokens_count{pipeline="review"})'
     )
     assert per_run == 165
     prom.wait_for('flujo:run_success_ratio:rate1h{pipeline="review"}', 1)

@@ -62,6 +62,9 @@ def test_a_valid_pipeline_runs_to_succeeded_with_one_pod_per_step(
         }
         table = cluster("get", "pipelineruns").stdout
         assert "linear-1" in table and "Succeeded" in table and "3/3" in table
+        assert "linear-1" in cluster("get", "fpr").stdout  # short name
+        everything = cluster("get", "flujo").stdout  # the category
+        assert "headline" in everything and "linear" in everything and "linear-1" in everything
         pipeline = get_json(cluster, "pipeline", "linear")["status"]
         conditions = {c["type"]: c["status"] for c in pipeline["conditions"]}
         assert conditions == {"Valid": "True", "AgentsResolved": "True"}
@@ -323,3 +326,83 @@ def test_a_deleted_step_pod_fails_its_step_and_deleting_the_run_removes_its_pods
         wait_for(lambda: local_kubelet.running == [], 30, "no step process left")
         cluster("delete", "pipelinerun", "doomed")
         wait_for(lambda: run_pods(cluster, "doomed") == [], 30, "pods garbage-collected")
+
+
+def test_an_agent_circuit_opens_in_its_status_and_steps_fall_back(
+    cluster: Any, kubeconfig: Path, tmp_path: Path, openai_server: Any
+) -> None:
+    from tests.servers import error
+
+    openai_server.script(*[error(500, "down") for _ in range(10)])
+    docs = f"""
+apiVersion: flujo.dev/v1alpha1
+kind: Agent
+metadata: {{name: llm}}
+spec: {{type: openai, model: m, endpoint: "{openai_server.base_url}"}}
+---
+apiVersion: flujo.dev/v1alpha1
+kind: Agent
+metadata: {{name: backup}}
+spec: {{type: builtin, builtin: upper}}
+---
+apiVersion: flujo.dev/v1alpha1
+kind: Pipeline
+metadata: {{name: guarded}}
+spec:
+  steps: [{{name: ask, agent: llm, fallback: backup}}]
+"""
+    run = """
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {{name: guarded-{i}}}
+spec: {{pipelineRef: {{name: guarded}}, input: "q{i}"}}
+"""
+    with running_operator(
+        kubeconfig, tmp_path, FLUJO_BREAKER_FAIL_MAX="2", FLUJO_BREAKER_RESET_SECONDS="300"
+    ) as op:
+        cluster.apply(docs)
+        for i in range(3):
+            cluster.apply(run.format(i=i))
+            done = cluster(
+                "wait",
+                "--for=jsonpath={.status.phase}=Succeeded",
+                f"pipelinerun/guarded-{i}",
+                "--timeout=60s",
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr + op.log()[-3000:]
+            output = get_json(cluster, "pipelinerun", f"guarded-{i}")["status"]["output"]
+            assert output == {"value": f"Q{i}"}  # the fallback answered
+        # two transient failures opened the circuit: the third run never called the endpoint
+        assert openai_server.calls == 2
+        circuit = wait_for(
+            lambda: (
+                (get_json(cluster, "agent", "llm").get("status") or {}).get("circuit", {})
+                if (get_json(cluster, "agent", "llm").get("status") or {})
+                .get("circuit", {})
+                .get("state")
+                == "open"
+                else None
+            ),
+            30,
+            "circuit open in status",
+        )
+        assert circuit["failures"] >= 2 and circuit["openedAt"]
+        assert "open" in cluster("get", "agents").stdout
+        third = get_json(cluster, "pipelinerun", "guarded-2")["status"]
+        assert third["steps"]["ask"]["agent"] == "backup"
+        assert len(run_pods(cluster, "guarded-2")) == 1  # only the fallback's pod
+    # a restarted operator restores the open circuit from the Agent status
+    with running_operator(
+        kubeconfig, tmp_path, FLUJO_BREAKER_FAIL_MAX="2", FLUJO_BREAKER_RESET_SECONDS="300"
+    ) as op:
+        cluster.apply(run.format(i=3))
+        done = cluster(
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "pipelinerun/guarded-3",
+            "--timeout=60s",
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr + op.log()[-3000:]
+        assert openai_server.calls == 2

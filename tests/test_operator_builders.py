@@ -23,8 +23,9 @@ RUN = RunRef("My_Run.2026", "team-a", "uid-1")
 
 
 def launch(path: str = "fan/b/summarise", attempt: int = 2, data: object = "x") -> LaunchStep:
-    return LaunchStep(path=path, step=path.rsplit("/", 1)[-1], agent="llm", input=data,
-                      attempt=attempt)
+    return LaunchStep(
+        path=path, step=path.rsplit("/", 1)[-1], agent="llm", input=data, attempt=attempt
+    )
 
 
 def test_pod_names_are_deterministic_dns_labels() -> None:
@@ -37,9 +38,14 @@ def test_pod_names_are_deterministic_dns_labels() -> None:
 
 
 def test_step_pod_is_secure_by_default_and_owned_by_the_run() -> None:
-    agent = AgentSpec.model_validate({
-        "type": "openai", "model": "m", "endpoint": "https://llm/v1",
-        "apiKey": {"secretKeyRef": {"name": "creds", "key": "key"}}})
+    agent = AgentSpec.model_validate(
+        {
+            "type": "openai",
+            "model": "m",
+            "endpoint": "https://llm/v1",
+            "apiKey": {"secretKeyRef": {"name": "creds", "key": "key"}},
+        }
+    )
     pod, config_map = build_step_pod(RUN, launch(), agent, Config())
     assert config_map is None
     spec = pod["spec"]
@@ -58,7 +64,8 @@ def test_step_pod_is_secure_by_default_and_owned_by_the_run() -> None:
     # the credential is a reference, resolved by the kubelet, never by the operator
     env = {e["name"]: e for e in container["env"]}
     assert env["FLUJO_SECRET_CREDS_KEY"]["valueFrom"] == {
-        "secretKeyRef": {"name": "creds", "key": "key"}}
+        "secretKeyRef": {"name": "creds", "key": "key"}
+    }
     # the launch document reaches the pod through a projected annotation
     doc = json.loads(pod["metadata"]["annotations"]["flujo.dev/launch"])
     assert doc["launch"]["path"] == "fan/b/summarise" and doc["agent"]["model"] == "m"
@@ -80,19 +87,50 @@ def test_pod_level_failures_map_to_error_classes() -> None:
 
     evicted = pod_failure(pod({"phase": "Failed", "reason": "Evicted", "message": "disk"}), "a", 1)
     assert evicted is not None and evicted.error_class == "transient"
-    oom = pod_failure(pod({"phase": "Failed", "containerStatuses": [
-        {"state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}), "a", 1)
+    oom = pod_failure(
+        pod(
+            {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {"state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}
+                ],
+            }
+        ),
+        "a",
+        1,
+    )
     assert oom is not None and oom.error_class == "permanent" and "memory" in oom.message
-    pull = pod_failure(pod({"phase": "Pending", "containerStatuses": [
-        {"state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}]}), "a", 1)
+    pull = pod_failure(
+        pod(
+            {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {"state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}
+                ],
+            }
+        ),
+        "a",
+        1,
+    )
     assert pull is not None and pull.error_class == "config"
     assert pod_failure(pod({"phase": "Running"}), "a", 1) is None
 
 
 def test_status_stays_small_for_a_thousand_iteration_loop() -> None:
-    spec = PipelineSpec.model_validate({"steps": [{"name": "refine", "loop": {
-        "maxIterations": 1000, "exitWhen": "iteration >= 1000",
-        "steps": [{"name": "work", "agent": "llm"}]}}]})
+    spec = PipelineSpec.model_validate(
+        {
+            "steps": [
+                {
+                    "name": "refine",
+                    "loop": {
+                        "maxIterations": 1000,
+                        "exitWhen": "iteration >= 1000",
+                        "steps": [{"name": "work", "agent": "llm"}],
+                    },
+                }
+            ]
+        }
+    )
     state = new_run(spec)
     state, cmds = advance(state, RunStarted(input="x"))
     journal = [{"t": "start"}]

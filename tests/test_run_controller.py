@@ -270,3 +270,24 @@ def test_pod_cap_queues_launches(cap: int) -> None:
         assert run_status(kube)["phase"] == "Succeeded" and len(kube.pods) == 3
 
     asyncio.run(main())
+
+
+def test_runs_over_the_namespace_cap_wait_as_pending_then_start() -> None:
+    async def main() -> None:
+        kube = FakeKube()
+        add(kube, "Agent", "bot", SCRIPTED)
+        add(kube, "Pipeline", "p", {"steps": [{"name": "only", "agent": "bot"}]})
+        runs = [add(kube, "PipelineRun", f"r{i}", {"pipelineRef": {"name": "p"}}) for i in range(3)]
+        controller = RunController(kube, Config(max_running_runs=2))  # type: ignore[arg-type]
+        for run in runs:
+            await controller.on_run("ADDED", run)
+        queued = run_status(kube, "r2")
+        assert (queued["phase"], queued["reason"]) == ("Pending", "Queued")
+        assert "maxRunningRuns=2" in queued["message"]
+        await drive(kube, controller)
+        await asyncio.sleep(0)  # let the retry of pending runs scheduled at finish run
+        await asyncio.gather(*[t for t in asyncio.all_tasks() if t is not asyncio.current_task()])
+        await drive(kube, controller)
+        assert [run_status(kube, f"r{i}")["phase"] for i in range(3)] == ["Succeeded"] * 3
+
+    asyncio.run(main())

@@ -42,7 +42,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flujo.engine.commands import LaunchStep
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from flujo.agents.registry import AgentRegistry
+    from flujo.observability.metrics import FlujoMetrics, MetricsServer
     from flujo.runtime.runner import RunObserver
 
 __all__ = [
@@ -178,11 +181,12 @@ class Observability:
 
     def __init__(self) -> None:
         self.observers: list[RunObserver] = []
-        self.metrics: Any = None
-        """The :class:`~flujo.observability.metrics.FlujoMetrics`, when metrics are on."""
-        self.server: Any = None
-        """The metrics HTTP server, when serving."""
-        self.tracer_provider: Any = None
+        self.metrics: FlujoMetrics | None = None
+        """The metrics, when served."""
+        self.server: MetricsServer | None = None
+        """The ``/metrics`` endpoint, when served."""
+        self.tracer_provider: TracerProvider | None = None
+        """The provider exporting this process's spans, when tracing is on."""
 
     def close(self) -> None:
         """Stop serving metrics and flush pending spans (bounded by the exporter's timeout)."""
@@ -214,10 +218,12 @@ def start_observability(
     if metrics_port is not None:
         from flujo.observability.metrics import FlujoMetrics, MetricsObserver, serve_metrics
 
-        obs.metrics = FlujoMetrics()
-        registry.breakers.add_listener(obs.metrics.circuit_changed)
-        obs.observers.append(MetricsObserver(obs.metrics, pipeline, agents=infos))
-        obs.server = serve_metrics(metrics_port, obs.metrics.registry, addr=metrics_addr)
+        metrics = FlujoMetrics()
+        # Serve first: a port in use fails here, before anything is attached.
+        obs.server = serve_metrics(metrics_port, metrics.registry, addr=metrics_addr)
+        obs.metrics = metrics
+        registry.breakers.add_listener(metrics.circuit_changed)
+        obs.observers.append(MetricsObserver(metrics, pipeline, agents=infos))
     if tracing is not False:
         from flujo.observability.tracing import TracingObserver, configure_tracing
 

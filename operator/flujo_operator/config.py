@@ -14,6 +14,8 @@
 | ``FLUJO_MAX_RUNNING_PODS`` | ``100`` | running step pods per namespace; more launches wait |
 | ``FLUJO_POD_GC`` | ``Never`` | ``OnSuccess``: delete a run's pods when it succeeds |
 | ``FLUJO_STATUS_STEPS`` | ``50`` | finished steps listed in a run's status (the newest) |
+| ``FLUJO_BREAKER_FAIL_MAX`` | ``5`` | consecutive transient failures that open an agent's circuit |
+| ``FLUJO_BREAKER_RESET_SECONDS`` | ``30`` | how long a circuit stays open before a probe |
 | ``FLUJO_LOG_FORMAT`` | ``text`` | ``json`` for structured logs |
 | ``FLUJO_HEALTH_PORT`` | ``8080`` | liveness/readiness endpoint port (``0`` disables) |
 
@@ -78,6 +80,8 @@ class Config:
     max_running_pods: int = 100
     pod_gc: str = "Never"
     status_steps: int = 50
+    breaker_fail_max: int = 5
+    breaker_reset_seconds: int = 30
     log_format: str = "text"
     health_port: int = 8080
 
@@ -111,6 +115,10 @@ class Config:
             max_running_pods=_int(env, "FLUJO_MAX_RUNNING_PODS", cls.max_running_pods),
             pod_gc=pod_gc,
             status_steps=_int(env, "FLUJO_STATUS_STEPS", cls.status_steps),
+            breaker_fail_max=max(1, _int(env, "FLUJO_BREAKER_FAIL_MAX", cls.breaker_fail_max)),
+            breaker_reset_seconds=_int(
+                env, "FLUJO_BREAKER_RESET_SECONDS", cls.breaker_reset_seconds
+            ),
             log_format=log_format,
             health_port=_int(env, "FLUJO_HEALTH_PORT", cls.health_port),
         )

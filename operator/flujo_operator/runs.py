@@ -95,7 +95,9 @@ class RunController:
     ) -> None:
         self.kube = kube
         self.config = config
-        self.breakers = breakers or BreakerRegistry()
+        self.breakers = breakers or BreakerRegistry(
+            fail_max=config.breaker_fail_max, reset_timeout=config.breaker_reset_seconds
+        )
         self.clock = clock
         self.sessions: dict[str, Session] = {}
         self.finished: set[str] = set()
@@ -370,21 +372,29 @@ class RunController:
         while queue:
             event, entry = queue.pop(0)
             ignored = session.state.ignored_events
+            agent = self._agent_of(session, event)  # before advance switches to a fallback
             session.state, commands = advance(session.state, event)
             if session.state.ignored_events == ignored:
                 session.journal.append(entry)
-            self._feed_breaker(session, event)
+                if agent is not None:
+                    self._feed_breaker(session, agent, event)
             queue += await self._execute(session, commands)
         await self._persist(session)
 
-    def _feed_breaker(self, session: Session, event: Event) -> None:
-        if isinstance(event, StepFailed) and event.error_class == errors.CIRCUIT_OPEN:
-            return
+    @staticmethod
+    def _agent_of(session: Session, event: Event) -> str | None:
+        """The declared agent whose call this result reports (presets have no breaker)."""
         path = getattr(event, "path", None)
         step = session.state.steps.get(path) if path else None
         if step is None or not step.agent or session.agents.get(step.agent) is None:
+            return None
+        return step.agent
+
+    def _feed_breaker(self, session: Session, agent: str, event: Event) -> None:
+        """Step pods cannot reach the API: their reported outcomes feed the shared breaker."""
+        if isinstance(event, StepFailed) and event.error_class == errors.CIRCUIT_OPEN:
             return
-        breaker = self.breakers.get(f"{session.ref.namespace}/{step.agent}")
+        breaker = self.breakers.get(f"{session.ref.namespace}/{agent}")
         breaker.record(event.error_class if isinstance(event, StepFailed) else None)
 
     async def _execute(
