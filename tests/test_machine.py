@@ -354,3 +354,33 @@ def test_state_round_trips_through_json() -> None:
     state, cmds = advance(restored, StepSucceeded(path="p/c/pc", attempt=1, output="C"))
     assert cmds == [] and state.steps["p/c/pc"].phase == "succeeded"
     assert isinstance(d.log[0], LaunchStep)
+
+
+def test_long_loops_keep_only_recent_iterations_in_state() -> None:
+    from flujo.engine.machine import KEEP_ITERATIONS
+
+    n = KEEP_ITERATIONS + 50
+    d = Driver(
+        spec(
+            {
+                "name": "l",
+                "loop": {
+                    "maxIterations": n,
+                    "exitWhen": f"output >= {n}",
+                    "steps": [agent("inc"), agent("check")],
+                },
+            },
+            agent("after", input="{{ steps.inc.output }}"),
+        )
+    )
+    d.start(0)
+    for i in range(1, n + 1):
+        ok(d, f"l/iter-{i}/inc", i)
+        ok(d, f"l/iter-{i}/check", i)
+    [finish] = ok(d, "after", "done")
+    assert finish.outcome.status == "succeeded"
+    kept = {p.split("/")[1] for p in d.state.steps if p.startswith("l/iter-")}
+    assert len(kept) == KEEP_ITERATIONS and f"iter-{n}" in kept and "iter-1" not in kept
+    assert d.state.forgotten_steps == 2 * (n - KEEP_ITERATIONS)
+    assert d.state.forgotten_succeeded == d.state.forgotten_steps
+    assert d.log[-2].input == n  # steps.inc.output still resolves to the latest instance

@@ -49,6 +49,10 @@ from flujo.spec.pipeline import PipelineSpec, RetrySpec, StepSpec
 __all__ = ["advance", "describe_breach", "new_run", "plan_of"]
 
 _EPS = 1e-9
+KEEP_ITERATIONS = 100
+"""Loop iterations whose step states stay in the run state; older ones are forgotten
+(their events — and so the transcript — keep everything), which bounds memory
+and the operator's status for loops of any length."""
 _NO_RETRY = RetrySpec(max_attempts=1)
 
 
@@ -442,7 +446,18 @@ def _loop_iteration_done(b: _Batch, s: StepState, spec: StepSpec, output: Any) -
             )
     else:
         s.iteration += 1
+        if s.iteration > KEEP_ITERATIONS:
+            _forget(b.state, f"{s.path}/iter-{s.iteration - KEEP_ITERATIONS}/")
         _start_seq(b, f"{s.path}/iter-{s.iteration}", loop.steps, output)
+
+
+def _forget(st: RunState, prefix: str) -> None:
+    """Drop the step states of a finished loop iteration, keeping the counts."""
+    for path in [p for p in st.steps if p.startswith(prefix)]:
+        old = st.steps.pop(path)
+        if old.kind == "agent":
+            st.forgotten_steps += 1
+            st.forgotten_succeeded += old.phase == "succeeded"
 
 
 def _on_agent_failure(

@@ -110,6 +110,9 @@ class RunState(BaseModel):
     """Launches waiting until reserved budget is released, in launch order."""
     breach: Breach | None = None
     outcome: Outcome | None = None
+    forgotten_steps: int = 0
+    """Agent steps of old loop iterations dropped from ``steps`` (see KEEP_ITERATIONS)."""
+    forgotten_succeeded: int = 0
     ignored_events: int = 0
     """Stale or unknown events (late results of cancelled steps, duplicates)."""
 

@@ -336,7 +336,7 @@ def build_run_status(
 ) -> dict[str, Any]:
     """The PipelineRun status: small whatever the run does."""
     agent_steps = [s for s in state.steps.values() if s.kind == "agent"]
-    done = sum(1 for s in agent_steps if s.phase == "succeeded")
+    done = sum(1 for s in agent_steps if s.phase == "succeeded") + state.forgotten_succeeded
     listed: dict[str, Any] = {}
     finished = [s for s in state.steps.values() if s.phase != "running"]
     keep = {s.path for s in finished[-config.status_steps :]} if config.status_steps else set()
@@ -359,7 +359,7 @@ def build_run_status(
         listed[s.path] = entry
     status: dict[str, Any] = {
         "phase": _PHASES[state.phase],
-        "progress": f"{done}/{len(agent_steps)}",
+        "progress": f"{done}/{len(agent_steps) + state.forgotten_steps}",
         "usage": usage_status(state.usage),
         "launches": state.launches,
         "stepCount": len(state.steps),
