@@ -11,6 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+bash scripts/install-tools.sh
+export PATH="$PWD/.tools/bin:$PATH"
 
 echo "== ruff"
 .venv/bin/ruff check flujo operator tests benchmarks

@@ -14,8 +14,7 @@ import pytest
 import yaml
 from lupa import lua51
 
-from flujo_operator.builders import _PHASES
-from flujo_operator.runs import _condition
+from flujo_operator.builders import _PHASES, condition
 from tests.test_chart import CHART, RELEASE, ensure_helm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,10 +117,10 @@ def test_pipelinerun_unknown_phase_is_unknown() -> None:
 def pipeline(valid: str | None, agents: str | None, generation: int = 1) -> dict[str, Any]:
     conditions = []
     if valid is not None:
-        conditions.append(_condition("Valid", valid, "InvalidSpec", "steps: empty", "t"))
+        conditions.append(condition("Valid", valid, "InvalidSpec", "steps: empty", "t"))
     if agents is not None:
         conditions.append(
-            _condition("AgentsResolved", agents, "AgentsMissing", "missing agents: a", "t")
+            condition("AgentsResolved", agents, "AgentsMissing", "missing agents: a", "t")
         )
     return {
         "metadata": meta(generation),

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from functools import cache
@@ -49,15 +48,11 @@ NOT_IN_KUBERNETES_SCHEMAS = {
 }
 """Kinds kubernetes-validate has no schema for; they are checked structurally below."""
 
-PENDING_CONFIG_VARS = {
-    "FLUJO_PEERING": "operator.replicas > 1: run kopf with --peering NAME instead of --standalone",
-    "FLUJO_METRICS_PORT": "metrics.enabled: serve Prometheus metrics on this port",
+CONDITIONAL_VARS = {
+    "FLUJO_PEERING": "set only with operator.replicas > 1 (kopf peering)",
+    "FLUJO_METRICS_PORT": "set only with metrics.enabled",
 }
-"""Environment the chart sets for features the operator is asked to implement.
-
-While Config does not read one of these, the tests that need it report an
-expected failure naming it (never a pass); once Config reads it they run in full.
-"""
+"""Variables Config reads that the chart sets only when their feature is on."""
 
 
 # --- helm ---------------------------------------------------------------------------
@@ -301,11 +296,14 @@ def test_operator_command_is_the_console_script(helm: Path) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_operator_env_is_what_config_reads(helm: Path, scenario: str) -> None:
     env = operator_env(render(scenario=scenario))
+    missing = config_keys() - set(env) - set(CONDITIONAL_VARS)
+    assert not missing, f"Config reads {missing}: add values for them to the chart"
     unknown = set(env) - config_keys()
-    pending = unknown & set(PENDING_CONFIG_VARS)
-    assert unknown == pending, f"the chart sets variables Config does not read: {unknown}"
-    config = Config.from_env(env)  # a malformed value raises ConfigError
+    assert not unknown, f"the chart sets variables Config does not read: {unknown}"
     values = chart_values(scenario)
+    assert ("FLUJO_METRICS_PORT" in env) == bool(values["metrics"]["enabled"])
+    assert ("FLUJO_PEERING" in env) == (values["operator"]["replicas"] > 1)
+    config = Config.from_env(env)  # a malformed value raises ConfigError
     assert config.namespaces == tuple(watched(scenario))
     assert list(config.step_command) == values["steps"]["command"]
     resources = values["steps"]["resources"]
@@ -325,27 +323,30 @@ def test_operator_env_is_what_config_reads(helm: Path, scenario: str) -> None:
     assert config.max_running_runs == values["operator"]["maxRunningRuns"]
     assert config.max_running_pods == values["operator"]["maxRunningPods"]
     assert config.status_steps == values["operator"]["statusSteps"]
+    assert config.breaker_fail_max == values["operator"]["breaker"]["failMax"]
+    assert config.breaker_reset_seconds == values["operator"]["breaker"]["resetSeconds"]
     assert config.health_port == values["operator"]["healthPort"]
-    if pending:
-        pytest.xfail(
-            "Config does not read "
-            + "; ".join(f"{k} ({PENDING_CONFIG_VARS[k]})" for k in sorted(pending))
-        )
 
 
-def kopf_argv(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The kopf command line `flujo-operator` builds from the chart's environment."""
-    import kopf.cli
+def kopf_run(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What `flujo-operator` asks of kopf.run, given the chart's environment."""
+    import kopf
 
     for name in list(os.environ):
         if name.startswith("FLUJO_"):
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    seen: list[str] = []
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setattr(kopf.cli, "main", lambda: seen.extend(sys.argv))
+    seen: dict[str, Any] = {}
+
+    def run(*args: Any, **kwargs: Any) -> None:
+        assert not args, "kopf.run takes keyword arguments"
+        seen.update(kwargs)
+
+    monkeypatch.setattr(kopf, "configure", lambda *args, **kwargs: None)
+    monkeypatch.setattr(kopf, "run", run)
     operator_main.main()
+    assert seen, "flujo-operator did not call kopf.run"
     return seen
 
 
@@ -356,14 +357,12 @@ def test_probes_hit_the_operators_health_endpoint(
     objects = render(scenario=scenario)
     container = operator_container(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    argv = kopf_argv(operator_env(objects), monkeypatch)
-    liveness = [a for a in argv if a.startswith("--liveness=")]
-    assert liveness == [f"--liveness=http://0.0.0.0:{ports['health']}/healthz"]
+    launch = kopf_run(operator_env(objects), monkeypatch)
+    assert launch["liveness_endpoint"] == f"http://0.0.0.0:{ports['health']}/healthz"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
-    namespaces = [argv[i + 1] for i, a in enumerate(argv) if a == "--namespace"]
-    assert namespaces == watched(scenario)
-    assert ("--all-namespaces" in argv) == (not watched(scenario))
+    assert list(launch["namespaces"]) == watched(scenario)
+    assert launch["clusterwide"] == (not watched(scenario))
 
 
 def test_ha_runs_kopf_peering(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -379,11 +378,9 @@ def test_ha_runs_kopf_peering(helm: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert env["FLUJO_PEERING"] == peering
     rules = rbac_rules(objects)
     assert rules[("kopf.dev", "clusterkopfpeerings")] >= {"list", "watch", "patch"}
-    argv = kopf_argv(env, monkeypatch)
-    if "FLUJO_PEERING" not in config_keys():
-        pytest.xfail(f"Config does not read FLUJO_PEERING ({PENDING_CONFIG_VARS['FLUJO_PEERING']})")
-    assert "--standalone" not in argv
-    assert argv[argv.index("--peering") + 1] == peering
+    launch = kopf_run(env, monkeypatch)
+    assert not launch.get("standalone")
+    assert launch["peering_name"] == peering
 
 
 def test_namespaced_ha_uses_a_peering_per_namespace(helm: Path) -> None:
@@ -774,6 +771,7 @@ def test_monitoring_objects_need_the_flag_and_the_api(helm: Path) -> None:
 BAD_VALUES = [
     (["--set", "operator.podGC=Sometimes"], "/operator/podGC"),
     (["--set", "operator.logFormat=xml"], "/operator/logFormat"),
+    (["--set", "operator.breaker.failMax=0"], "/operator/breaker/failMax"),
     (["--set", "operator.replica=2"], "additional properties 'replica' not allowed"),
     (["--set", "operator.replicas=0"], "/operator/replicas"),
     (["--set", "operator.healthPort=70000"], "/operator/healthPort"),

@@ -23,7 +23,11 @@ The taxonomy, decided once for both kinds (``retry_after`` in brackets):
 - 2xx JSON of the wrong shape (no ``choices``, bad ``usage``) → ``permanent``;
 - an answer violating ``outputSchema`` → ``schema`` (with the call's usage);
 - an input that cannot be encoded as JSON → ``permanent``;
-- a bad endpoint URL, parameters or schema → ``config``, when the agent is built.
+- a bad endpoint URL, parameters or schema → ``config``, when the agent is built;
+- an endpoint or credential file the active security policy refuses (SSRF:
+  metadata, link-local, loopback or private addresses; plain http; hosts
+  outside the allow-list) → ``config``, when the agent is built, with the
+  host *resolved* then (see :mod:`flujo.security.policy`).
 
 A 2xx body that is not JSON is classed *transient*: in practice it is a
 response cut short by a dropped connection or an intermediary's HTML error
@@ -64,7 +68,9 @@ from flujo.domain.errors import (
     AgentError,
 )
 from flujo.domain.usage import Usage
+from flujo.security.policy import active_policy, credential_file_problems, endpoint_problems
 from flujo.spec.agent import AgentSpec, PricingSpec
+from flujo.spec.loader import format_loc
 
 __all__ = [
     "JsonEndpoint",
@@ -226,6 +232,24 @@ class JsonEndpoint:
             raise AgentError(
                 CONFIG, f"{self.who}: endpoint {url!r} is not an absolute http(s) URL"
             ) from exc
+        self._check_policy()
+
+    def _check_policy(self) -> None:
+        """Refuse, at build time, what the active security policy does not allow."""
+        policy = active_policy()
+        if policy is None:
+            return
+        problems: list[str] = []
+        endpoint = endpoint_problems(self.url, policy)
+        if endpoint:
+            problems.append(f"spec.endpoint {display_url(self.url)}: {'; '.join(endpoint)}")
+        for loc, message in credential_file_problems(self.spec, policy):
+            problems.append(f"{format_loc(loc)}: {message}")
+        if problems:
+            raise AgentError(
+                CONFIG,
+                f"{self.who}: refused by the security policy: {'; '.join(problems)}",
+            )
 
     def _headers(self, extra: Mapping[str, str]) -> tuple[httpx.Headers, list[str]]:
         """Request headers, and the secret values in them (to redact from messages)."""

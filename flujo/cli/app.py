@@ -265,7 +265,10 @@ def step_run(
 
 @app.command()
 def crds(
-    output_dir: Annotated[Path, typer.Option(help="Where to write the CRD files.")] = Path("crds"),
+    output_dir: Annotated[
+        list[Path] | None,
+        typer.Option(help="Where to write the CRD files (repeatable).", show_default=False),
+    ] = None,
     check: Annotated[
         bool, typer.Option(help="Write nothing; exit 1 if the files are out of date.")
     ] = False,
@@ -273,19 +276,22 @@ def crds(
     """Generate the CustomResourceDefinitions from the spec models."""
     from flujo.spec.crd import render_crds
 
+    targets = output_dir or [Path("crds"), Path("charts/flujo/files/crds")]
     stale = []
-    for name, text in render_crds().items():
-        path = output_dir / name
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        stale.append(str(path))
-        if not check:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+    for directory in targets:
+        for name, text in render_crds().items():
+            path = directory / name
+            current = path.read_text(encoding="utf-8") if path.exists() else None
+            if current == text:
+                continue
+            stale.append(str(path))
+            if not check:
+                directory.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
     if check and stale:
         _fail([f"{p} is out of date; run 'flujo crds'" for p in stale], EXIT_FAILED)
-    typer.echo(f"{'checked' if check else 'wrote'} {output_dir} ({len(stale)} changed)")
+    where = ", ".join(str(t) for t in targets)
+    typer.echo(f"{'checked' if check else 'wrote'} {where} ({len(stale)} changed)")
 
 
 @app.command()

@@ -57,9 +57,9 @@ from contextvars import ContextVar
 from functools import wraps
 from string import Formatter
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
-from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2 import StrictUndefined, TemplateError, nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.runtime import Context, Undefined
@@ -229,7 +229,8 @@ def _repeat_size(left: Any, right: Any) -> int:
 def _replace_size(s: Any, old: Any, new: Any, count: Any = -1) -> int:
     if not (isinstance(s, str | bytes) and isinstance(old, type(s)) and isinstance(new, type(s))):
         return 0
-    hits = s.count(old) if old else len(s) + 1
+    counter: Any = s
+    hits = counter.count(old) if old else len(s) + 1
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
     return len(s) + hits * max(0, len(new) - len(old))
@@ -286,9 +287,9 @@ def _filter_precheck(name: str, a: Mapping[str, Any], budget: _Budget) -> None:
             _check_printf(a["value"])
     elif name == "wordwrap":
         s = str(a.get("s", ""))
-        width = a.get("width") if isinstance(a.get("width"), int) else 79
+        width = a.get("width")
         wrap = a.get("wrapstring") or "\n"
-        lines = len(s) // max(int(width), 1) + s.count("\n") + 1
+        lines = len(s) // max(width if isinstance(width, int) else 79, 1) + s.count("\n") + 1
         budget.produce(len(s) + lines * len(str(wrap)))
     elif name in ("batch", "slice"):
         count = a.get("linecount", a.get("slices"))
@@ -338,11 +339,29 @@ class _FilterSignature:
         return lead, bound
 
 
+_CHECKED_FILTERS = frozenset(
+    {"join", "center", "indent", "replace", "format", "wordwrap", "batch", "slice", "tojson"}
+)
+"""Filters that can allocate far more than their inputs: checked before they run."""
+
+
 def _metered_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    if name not in _CHECKED_FILTERS:
+
+        @wraps(fn)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            budget = _current()
+            budget.step()
+            result = fn(*args, **kwargs)
+            budget.produce(_size(result))
+            return result
+
+        return counted
+
     shape = _FilterSignature(fn)
 
     @wraps(fn)
-    def metered(*args: Any, **kwargs: Any) -> Any:
+    def checked(*args: Any, **kwargs: Any) -> Any:
         budget = _current()
         budget.step()
         lead, bound = shape.bind(args, kwargs)
@@ -362,13 +381,18 @@ def _metered_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         budget.produce(_size(result))
         return result
 
-    return metered
+    return checked
 
 
-# --- syntax-tree rewriting: meter loops, outputs, concatenations -----------
+# Internal filters the rewrite inserts.  Their names cannot be written in a
+# template (a filter name is an identifier), and ``pass_context`` keeps Jinja
+# from folding them into constants at compile time, so literal text in a
+# loop is counted on every iteration.  Filters are called directly by the
+# generated code, which keeps metering cheap on the hot path.
 
 
-def _guarded_iter(iterable: Any) -> Iterator[Any]:
+@pass_context
+def _guarded_iter(context: Context, iterable: Any) -> Iterator[Any]:
     """Every ``{% for %}`` iterates through this: one operation per item."""
     budget = _current()
     for item in iterable:
@@ -376,18 +400,28 @@ def _guarded_iter(iterable: Any) -> Iterator[Any]:
         yield item
 
 
-def _emit(value: Any) -> str:
-    """Every ``{{ … }}`` output goes through this: its characters are counted."""
-    text = str(value)
+@pass_context
+def _emit(context: Context, value: Any) -> str:
+    """Every ``{{ … }}`` output and literal text goes through this: characters are counted."""
+    text = value if type(value) is str else str(value)
     _current().produce(len(text))
     return text
 
 
-def _concat(*parts: Any) -> str:
+@pass_context
+def _concat(context: Context, *parts: Any) -> str:
     """``a ~ b``: sizes are counted before the new string is built."""
     texts = [str(p) for p in parts]
     _current().produce(sum(len(t) for t in texts))
     return "".join(texts)
+
+
+_ITER, _EMIT, _CONCAT = "flujo:iter", "flujo:emit", "flujo:concat"
+_INTERNAL_FILTERS: dict[str, Callable[..., Any]] = {
+    _ITER: _guarded_iter,
+    _EMIT: _emit,
+    _CONCAT: _concat,
+}
 
 
 def _capped_range(*args: int) -> range:
@@ -397,27 +431,26 @@ def _capped_range(*args: int) -> range:
     return rng
 
 
-def _imported(name: str) -> nodes.ImportedName:
-    return nodes.ImportedName(f"{__name__}.{name}")
+def _internal(name: str, node: nodes.Node, *args: nodes.Node) -> nodes.Filter:
+    exprs = cast(list[nodes.Expr], list(args))
+    return nodes.Filter(cast(nodes.Expr, node), name, exprs, [], None, None, lineno=node.lineno)
 
 
 class _Meter(NodeTransformer):
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
-        node.iter = nodes.Call(_imported("_guarded_iter"), [node.iter], [], None, None)
+        node.iter = _internal(_ITER, node.iter)
         return node
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         self.generic_visit(node)
-        node.nodes = [
-            nodes.Call(_imported("_emit"), [child], [], None, None, lineno=child.lineno)
-            for child in node.nodes
-        ]
+        node.nodes = [_internal(_EMIT, child) for child in node.nodes]
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
-        return nodes.Call(_imported("_concat"), list(node.nodes), [], None, None)
+        first, *rest = node.nodes
+        return _internal(_CONCAT, first, *rest)
 
     def visit_Name(self, node: nodes.Name) -> nodes.Node:
         if node.name in _FORBIDDEN_NAMES and node.ctx == "load":
@@ -431,9 +464,6 @@ class _MeteringCodeGenerator(CodeGenerator):
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
         tree = _Meter().visit(node)
         tree.set_environment(self.environment)
-        for child in tree.find_all(nodes.Node):
-            if child.lineno is None:  # nodes built by the rewrite
-                child.lineno = 1
         super().visit_Template(tree, frame)
 
 
@@ -461,7 +491,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             budget.produce(_size(result))
         return result
 
-    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = _current()
         budget.step()
         args = _check_method(__obj, args, budget)
@@ -497,6 +527,7 @@ def _build_env() -> _Sandbox:
     env.filters["json"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True)
     for name, fn in list(env.filters.items()):
         env.filters[name] = _metered_filter(name, fn)
+    env.filters.update(_INTERNAL_FILTERS)
     return env
 
 
@@ -593,7 +624,9 @@ def _render_text(text: str, context: Mapping[str, Any]) -> Any:
         except Exception as exc:
             raise TemplateProblem(f"template {_quote(text)} failed: {_one_line(exc)}") from None
     if len(out) > MAX_RENDERED:
-        raise TemplateProblem(f"template {_quote(text, 40)} rendered more than {MAX_RENDERED} chars")
+        raise TemplateProblem(
+            f"template {_quote(text, 40)} rendered more than {MAX_RENDERED} chars"
+        )
     return out
 
 
@@ -701,4 +734,3 @@ def private_attributes(value: Any, expression: bool = False) -> set[str]:
             ):
                 found.add(item.arg.value)
     return found
-

@@ -95,7 +95,10 @@ class _Converter:
                 if step_level >= TYPED_STEP_LEVELS:
                     return _opaque(target.get("description"))
                 step = self.convert(target, step_level + 1)
-                step["x-kubernetes-validations"] = copy.deepcopy(STEP_RULES)
+                if step_level == 0:
+                    # Only the top level: CEL cost estimates multiply by every enclosing
+                    # list's maxItems, and nested steps are validated by the operator.
+                    step["x-kubernetes-validations"] = copy.deepcopy(STEP_RULES)
                 return step
             return self.convert(target, step_level)
         if "anyOf" in node:

@@ -48,7 +48,7 @@ __all__ = [
 MAX_DEPTH = 6
 """Deepest nesting of containers (a loop in a parallel in a loop is depth 3)."""
 
-MAX_SEQUENCE = 200
+MAX_SEQUENCE = 10_000
 """Steps in one sequence (pipeline, loop body, branch, map body)."""
 MAX_BRANCHES = 64
 """Branches of one parallel or conditional step."""

@@ -6,7 +6,9 @@ and health endpoint taken from :class:`~flujo_operator.config.Config`.
 
 from __future__ import annotations
 
+import socket
 import sys
+import zlib
 
 from flujo_operator.config import Config, ConfigError
 
@@ -25,8 +27,16 @@ def main() -> None:
         verbose=False,
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
     )
+    ha: dict[str, object] = {"standalone": True}
+    if config.peering:
+        # Replicas need distinct priorities, or kopf pauses all of them.
+        ha = {
+            "standalone": False,
+            "peering_name": config.peering,
+            "priority": zlib.crc32(socket.gethostname().encode()) % 10**6 + 1,
+        }
     kopf.run(
-        standalone=True,
+        **ha,  # type: ignore[arg-type]
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
         liveness_endpoint=(

@@ -16,6 +16,8 @@
 | ``FLUJO_STATUS_STEPS`` | ``50`` | finished steps listed in a run's status (the newest) |
 | ``FLUJO_BREAKER_FAIL_MAX`` | ``5`` | consecutive transient failures that open an agent's circuit |
 | ``FLUJO_BREAKER_RESET_SECONDS`` | ``30`` | how long a circuit stays open before a probe |
+| ``FLUJO_METRICS_PORT`` | ``0`` | Prometheus ``/metrics`` port (``0`` disables) |
+| ``FLUJO_PEERING`` | (none) | kopf peering object name: set it to run several replicas (HA) |
 | ``FLUJO_LOG_FORMAT`` | ``text`` | ``json`` for structured logs |
 | ``FLUJO_HEALTH_PORT`` | ``8080`` | liveness/readiness endpoint port (``0`` disables) |
 
@@ -82,6 +84,8 @@ class Config:
     status_steps: int = 50
     breaker_fail_max: int = 5
     breaker_reset_seconds: int = 30
+    metrics_port: int = 0
+    peering: str | None = None
     log_format: str = "text"
     health_port: int = 8080
 
@@ -119,6 +123,8 @@ class Config:
             breaker_reset_seconds=_int(
                 env, "FLUJO_BREAKER_RESET_SECONDS", cls.breaker_reset_seconds
             ),
+            metrics_port=_int(env, "FLUJO_METRICS_PORT", cls.metrics_port),
+            peering=env.get("FLUJO_PEERING") or None,
             log_format=log_format,
             health_port=_int(env, "FLUJO_HEALTH_PORT", cls.health_port),
         )

@@ -33,6 +33,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.finalizer = "flujo.dev/finalizer"
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5]
+    if config.namespaces:
+        # Namespaced installs have no cluster-wide RBAC: don't scan CRDs or namespaces.
+        settings.scanning.disabled = True
     kube = Kube(connect())
     runs = RunController(kube, config)
     memo.runs = runs
