@@ -13,6 +13,17 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
 bash scripts/install-tools.sh
 export PATH="$PWD/.tools/bin:$PATH"
+# Prometheus and promtool (Debian's package) for the monitoring tests.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing prometheus (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+      >/dev/null
+  else
+    echo "warning: prometheus/promtool missing and cannot apt-get; their tests will skip" >&2
+  fi
+fi
 
 echo "== ruff"
 .venv/bin/ruff check flujo operator tests benchmarks

@@ -54,7 +54,7 @@ from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators
 
 from flujo.agents.base import AgentContext, AgentOutput, BaseAgent
-from flujo.agents.credentials import redact, resolve_credential
+from flujo.agents.credentials import resolve_credential
 from flujo.agents.pool import ClientPool, origin_of
 from flujo.domain.errors import (
     AUTH,
@@ -69,6 +69,7 @@ from flujo.domain.errors import (
 )
 from flujo.domain.usage import Usage
 from flujo.security.policy import active_policy, credential_file_problems, endpoint_problems
+from flujo.security.redaction import Redactor
 from flujo.spec.agent import AgentSpec, PricingSpec
 from flujo.spec.loader import format_loc
 
@@ -189,7 +190,7 @@ def error_for_status(
         hint = _STATUS_HINTS.get(
             status, "the endpoint rejected the request; check the agent's parameters and input"
         )
-    detail = redact(_server_message(response), secrets)
+    detail = _server_message(response, secrets)
     wait = f" (retry after {retry_after:g}s)" if retry_after is not None else ""
     message = f"{who}: HTTP {status} from {display_url(url)}{wait}"
     if detail:
@@ -197,20 +198,29 @@ def error_for_status(
     return AgentError(error_class, f"{message}; {hint}", retry_after=retry_after)
 
 
-def _server_message(response: httpx.Response) -> str:
+def _scrub(text: str, secrets: list[str]) -> str:
+    """``text`` without the secrets, in any form they take in JSON or a repr.
+
+    Applied *before* flattening or truncating, so neither a secret holding
+    whitespace nor one cut in half by an excerpt survives.
+    """
+    return Redactor(secrets, min_length=1).redact(text)
+
+
+def _server_message(response: httpx.Response, secrets: list[str]) -> str:
     """The human part of an error body: OpenAI's ``error.message`` or a text excerpt."""
     try:
         body = response.json()
     except ValueError:
-        return one_line(response.text)
+        return one_line(_scrub(response.text, secrets))
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return one_line(error["message"])
+            return one_line(_scrub(error["message"], secrets))
         for key in ("error", "message", "detail"):
             if isinstance(body.get(key), str):
-                return one_line(body[key])
-    return one_line(json.dumps(body))
+                return one_line(_scrub(body[key], secrets))
+    return one_line(_scrub(json.dumps(body), secrets))
 
 
 class JsonEndpoint:
@@ -300,7 +310,7 @@ class JsonEndpoint:
                 CONFIG, f"{self.who}: endpoint {where} has an unsupported scheme"
             ) from exc
         except httpx.RequestError as exc:
-            reason = redact(one_line(str(exc)) or type(exc).__name__, secrets)
+            reason = one_line(_scrub(str(exc), secrets)) or type(exc).__name__
             raise AgentError(
                 TRANSIENT,
                 f"{self.who}: request to {where} failed: {reason}; "
@@ -311,7 +321,7 @@ class JsonEndpoint:
         try:
             return response.json()
         except ValueError as exc:
-            excerpt = redact(one_line(response.text, 80), secrets)
+            excerpt = one_line(_scrub(response.text, secrets), 80)
             raise AgentError(
                 TRANSIENT,
                 f"{self.who}: HTTP {response.status_code} from {where} is not valid JSON "

@@ -150,6 +150,17 @@ def run(
     transcript: Annotated[
         Path | None, typer.Option(help="Write the run's transcript to this file.")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port during the run.")
+    ] = None,
+    trace: Annotated[
+        bool | None,
+        typer.Option(
+            "--trace/--no-trace",
+            help="OpenTelemetry traces (default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set).",
+            show_default=False,
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks of unexpected errors.")] = False,
 ) -> None:
     """Run a pipeline in this process and print its output."""
@@ -170,15 +181,27 @@ def run(
             from rich.console import Console
 
             hook = _progress(Console(stderr=True))
-        runner = Flujo(
-            manifest,
-            agent_registry=registry,
-            usage_limits=limits,
-            seed=seed,
-            on_event=hook,
-            source=str(file),
-        )
-        result = runner.run(data)
+        from flujo.observability import start_observability
+
+        try:
+            obs = start_observability(
+                manifest.metadata.name, registry, metrics_port=metrics_port, tracing=trace
+            )
+        except OSError as exc:
+            raise UsageProblem(f"--metrics-port {metrics_port}: {exc.strerror or exc}") from None
+        try:
+            runner = Flujo(
+                manifest,
+                agent_registry=registry,
+                usage_limits=limits,
+                seed=seed,
+                on_event=hook,
+                observers=obs.observers,
+                source=str(file),
+            )
+            result = runner.run(data)
+        finally:
+            obs.close()
     except UsageProblem as exc:
         _fail([str(exc)])
     except typer.Exit:
@@ -246,8 +269,10 @@ def step_run(
     from flujo.runtime.step_runner import EXIT_FAILED_STEP, run_document
 
     try:
+        from flujo.observability.tracing import traced_step_run
+
         text = launch.read_text(encoding="utf-8")
-        event = run_document(text)
+        event = traced_step_run(text, run_document)
     except OSError as exc:
         _fail([f"{launch}: cannot read the launch document: {exc.strerror or exc}"])
     except (ValueError, ValidationError) as exc:

@@ -11,11 +11,13 @@ The inner agent still makes exactly one attempt; retries are the engine's.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flujo.agents.base import AgentContext, AgentOutput, BaseAgent
 from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
+from flujo.observability import rate_limit_waited
 from flujo.resilience.breaker import AgentBreaker
 from flujo.resilience.ratelimit import RateLimiter
 
@@ -39,7 +41,9 @@ class ResilientAgent(BaseAgent):
         if self.breaker is not None:
             self.breaker.check()
         if self.limiter is not None:
+            waited = time.monotonic()
             await self.limiter.acquire()
+            rate_limit_waited(context.agent_name, time.monotonic() - waited)
         try:
             if self.breaker is None:
                 result: AgentOutput = await self.inner.run(data, context)

@@ -15,6 +15,7 @@ from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
 from flujo.engine.commands import LaunchStep
 from flujo.engine.events import StepFailed, StepSucceeded
+from flujo.observability import call_started
 
 __all__ = ["call_agent", "context_for", "crashed", "failed", "succeeded"]
 
@@ -73,6 +74,7 @@ async def call_agent(agent: Agent, cmd: LaunchStep, run_id: str = "") -> StepSuc
     try:
         if cmd.delay_seconds:
             await asyncio.sleep(cmd.delay_seconds)
+        call_started(cmd)
         call = agent.run(cmd.input, context_for(cmd, run_id))
         if cmd.timeout_seconds is not None:
             out = await asyncio.wait_for(call, cmd.timeout_seconds)

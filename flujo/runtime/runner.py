@@ -11,6 +11,7 @@ operator runs identical.
 from __future__ import annotations
 
 import asyncio
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ from flujo.engine import (
     advance,
     new_run,
 )
+from flujo.observability import call_started, record_advance
 from flujo.runtime.calls import call_agent, context_for, crashed, failed, succeeded
 from flujo.spec.limits import UsageLimits
 from flujo.spec.loader import Problem, SpecError
@@ -265,7 +267,9 @@ class _Execution:
 
     def _apply(self, event: Event) -> None:
         self.events.append(event)
+        started = time.perf_counter()
         self.state, commands = advance(self.state, event)
+        record_advance(event, time.perf_counter() - started)
         if self.flujo.on_event is not None:
             self.flujo.on_event(event, self.state)
         for observer in list(self.flujo.observers):
@@ -311,6 +315,7 @@ class _Execution:
             self.ready.append(failed(cmd, agent))
             return
         if agent.supports_sync and not cmd.delay_seconds and cmd.timeout_seconds is None:
+            call_started(cmd)
             try:
                 out = agent.run_sync(cmd.input, context_for(cmd))
             except AgentError as exc:

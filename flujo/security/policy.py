@@ -842,12 +842,14 @@ def parse_input(
     else:
         text = raw
     if not as_json:
-        enforce_input(text, policy)
+        problems = check_input(text, policy)
+        if problems:
+            raise PolicyViolation(f"{source}: {problems[0]}")
         return text
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PolicyViolation(f"{source}: invalid JSON: {exc.msg} at {exc.pos}") from None
+        raise PolicyViolation(f"{source} is not JSON: {exc.msg} at {exc.pos}") from None
     except RecursionError:
         raise PolicyViolation(f"{source}: JSON nested too deeply") from None
     problems = check_input(value, policy)

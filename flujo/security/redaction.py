@@ -13,8 +13,9 @@ already redacts a server's echo of the key from its error messages.  The
 redactor catches what slips through anyway — a server echoing the key in a
 successful answer, a library logging a header at DEBUG, a traceback.
 
-Also redacted: the JSON-escaped and URL-encoded forms of each value (the
-forms it takes inside a JSON document or a query string).  Values shorter
+Also redacted: the JSON-escaped, ``repr``, bytes-``repr`` and URL-encoded
+forms of each value (the forms it takes inside a JSON document, an exception
+message such as ``Illegal header value b'Bearer …'``, or a query string).  Values shorter
 than :data:`MIN_SECRET_LENGTH` characters are ignored: masking every ``a``
 would destroy output, and no real credential is that short.
 """
@@ -60,8 +61,10 @@ _MAX_CREDENTIAL_FILE = 64 << 10
 
 
 def _variants(value: str) -> set[str]:
-    """The forms a value takes in plain text, JSON strings and URLs."""
+    """The forms a value takes in plain text, JSON strings, reprs and URLs."""
     forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms.add(repr(value)[1:-1])
+    forms.add(repr(value.encode("utf-8", "surrogatepass"))[2:-1])  # as in b'…' messages
     forms.add(quote(value, safe=""))
     return {f for f in forms if f}
 
