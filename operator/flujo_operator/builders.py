@@ -21,6 +21,7 @@ from flujo.agents.credentials import secret_env_name
 from flujo.domain import errors
 from flujo.domain.usage import Usage
 from flujo.engine import LaunchStep, RunState, StepFailed
+from flujo.observability.tracing import run_traceparent
 from flujo.runtime.step_runner import LaunchDocument
 from flujo.spec.agent import AgentSpec
 from flujo.spec.base import API_VERSION
@@ -158,6 +159,7 @@ def build_step_pod(
             {"name": "FLUJO_LAUNCH_FILE", "value": f"{LAUNCH_DIR}/launch.json"},
             {"name": "FLUJO_TERMINATION_LOG", "value": "/dev/termination-log"},
             {"name": "HOME", "value": "/tmp"},
+            {"name": "TRACEPARENT", "value": run_traceparent(run.uid)},
             *_secret_env(agent),
         ],
         "volumeMounts": [

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import kopf
+from flujo.observability.metrics import FlujoMetrics, serve_metrics
 from flujo.spec.base import API_GROUP
 
 from flujo_operator.builders import LABEL_RUN
@@ -37,29 +38,36 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         # Namespaced installs have no cluster-wide RBAC: don't scan CRDs or namespaces.
         settings.scanning.disabled = True
     kube = Kube(connect())
-    runs = RunController(kube, config)
+    metrics = FlujoMetrics()
+    if config.metrics_port:
+        memo.metrics_server = serve_metrics(config.metrics_port, metrics.registry, addr="0.0.0.0")
+    runs = RunController(kube, config, metrics=metrics)
     memo.runs = runs
     memo.resources = ResourceController(kube, runs)
 
 
 @kopf.on.event(API_GROUP, VERSION, "pipelineruns")
 async def pipelinerun_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    await memo.runs.on_run(event["type"] or "", dict(event["object"]))
+    with memo.runs.metrics.reconcile("pipelinerun"):
+        await memo.runs.on_run(event["type"] or "", dict(event["object"]))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
 async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    await memo.runs.on_pod(event["type"] or "", dict(event["object"]))
+    with memo.runs.metrics.reconcile("pod"):
+        await memo.runs.on_pod(event["type"] or "", dict(event["object"]))
 
 
 @kopf.on.event(API_GROUP, VERSION, "agents")
 async def agent_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    await memo.resources.on_agent(event["type"] or "", dict(event["object"]))
+    with memo.runs.metrics.reconcile("agent"):
+        await memo.resources.on_agent(event["type"] or "", dict(event["object"]))
 
 
 @kopf.on.event(API_GROUP, VERSION, "pipelines")
 async def pipeline_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    await memo.resources.on_pipeline(event["type"] or "", dict(event["object"]))
+    with memo.runs.metrics.reconcile("pipeline"):
+        await memo.resources.on_pipeline(event["type"] or "", dict(event["object"]))
 
 
 @kopf.on.probe(id="runs")

@@ -53,6 +53,7 @@ class ResourceController:
         self.breakers: BreakerRegistry = runs.breakers
         self.breakers.store = self.store
         self.breakers.add_listener(self._circuit_changed)
+        self.breakers.add_listener(runs.metrics.circuit_changed)
         self._pending: set[asyncio.Task[None]] = set()
 
     # --- Agents -------------------------------------------------------------------
@@ -69,6 +70,7 @@ class ResourceController:
             status = body.get("status") or {}
             circuit = status.get("circuit")
             if isinstance(circuit, dict) and key not in self.breakers and circuit.get("state"):
+                self.runs.metrics.set_circuit_state(key, circuit["state"])
                 self.store.set(
                     key,
                     BreakerState(

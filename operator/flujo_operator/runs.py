@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +40,10 @@ from flujo.engine import (
     event_adapter,
     new_run,
 )
+from flujo.observability import record_advance
+from flujo.observability.anomaly import AnomalyDetector
+from flujo.observability.metrics import FlujoMetrics, MetricsObserver
+from flujo.observability.tracing import run_traceparent
 from flujo.resilience.breaker import BreakerRegistry
 from flujo.runtime.envelope import EnvelopeError, decode_result
 from flujo.spec.agent import AgentSpec
@@ -80,6 +85,8 @@ class Session:
     seen: set[tuple[str, int]] = field(default_factory=set)
     deleting: set[str] = field(default_factory=set)
     waiting: list[LaunchStep] = field(default_factory=list)
+    pipeline: str = "inline"
+    """``namespace/name`` of the Pipeline, the metrics label of this run."""
     started_at: str = ""
     finished_at: str | None = None
     deadline: asyncio.TimerHandle | None = None
@@ -92,6 +99,7 @@ class RunController:
         config: Config,
         breakers: BreakerRegistry | None = None,
         clock: Callable[[], str] = now_iso,
+        metrics: FlujoMetrics | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -99,6 +107,8 @@ class RunController:
             fail_max=config.breaker_fail_max, reset_timeout=config.breaker_reset_seconds
         )
         self.clock = clock
+        self.metrics = metrics or FlujoMetrics()
+        self.observer = MetricsObserver(self.metrics, anomaly=AnomalyDetector())
         self.sessions: dict[str, Session] = {}
         self.finished: set[str] = set()
         self.locks: dict[str, asyncio.Lock] = {}
@@ -190,6 +200,8 @@ class RunController:
             )
         state = new_run(pipeline, limits, caps)
         session = Session(ref=ref, state=state, agents=agents)
+        if spec.pipeline_ref is not None:
+            session.pipeline = f"{ref.namespace}/{spec.pipeline_ref.name}"
         session.started_at = status.get("startedAt") or self.clock()
         self.sessions[ref.uid] = session
         journal = decode_journal(status.get("journal"))
@@ -373,7 +385,12 @@ class RunController:
             event, entry = queue.pop(0)
             ignored = session.state.ignored_events
             agent = self._agent_of(session, event)  # before advance switches to a fallback
+            started = time.perf_counter()
             session.state, commands = advance(session.state, event)
+            record_advance(event, time.perf_counter() - started)
+            self.observer.observe_run(
+                event, session.state, commands, pipeline=session.pipeline, key=session.ref.uid
+            )
             if session.state.ignored_events == ignored:
                 session.journal.append(entry)
                 if agent is not None:
@@ -477,6 +494,7 @@ class RunController:
         state = session.state
         status = build_run_status(session.ref, state, session.journal, self.config)
         status["startedAt"] = session.started_at
+        status["traceparent"] = run_traceparent(session.ref.uid)
         status["observedGeneration"] = 1
         if session.waiting:
             status["waitingPods"] = len(session.waiting)
