@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -750,7 +751,7 @@ def test_monitoring_objects_need_the_flag_and_the_api(helm: Path) -> None:
     }
     assert servicemonitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = [r.get("alert") for group in rule["spec"]["groups"] for r in group["rules"]]
-    assert "FlujoOperatorDown" in alerts and "FlujoManyCancelledRuns" in alerts
+    assert "FlujoOperatorDown" in alerts and "FlujoRunFailureRateHigh" in alerts
     down = next(
         r
         for g in rule["spec"]["groups"]
@@ -928,3 +929,37 @@ def test_notes_tell_how_to_run_a_first_pipeline(helm: Path) -> None:
     example = yaml.safe_load_all((ROOT / "examples" / "linear.yaml").read_text())
     assert ("Pipeline", "linear") in {(d["kind"], d["metadata"]["name"]) for d in example}
     assert "networkPolicy.steps.agentEndpoints" in notes
+
+
+def test_the_chart_ships_the_tested_alert_rules_with_configurable_thresholds(
+    helm: Path, tmp_path: Path
+) -> None:
+    shipped = ROOT / "charts" / "flujo" / "files" / "prometheus" / "rules.yaml"
+    source = ROOT / "docs" / "prometheus" / "rules.yaml"
+    assert shipped.read_text() == source.read_text(), "copy docs/prometheus/rules.yaml"
+    groups = yaml.safe_load(source.read_text())["groups"]
+    rule = one(render(scenario="metrics-on"), "PrometheusRule")
+    by_name = {g["name"]: g for g in rule["spec"]["groups"]}
+    assert [by_name[g["name"]] for g in groups] == groups  # defaults: the file as tested
+    tuned = one(
+        render(
+            "--set",
+            "metrics.prometheusRule.thresholds.runFailureRatio=0.4",
+            "--set",
+            "metrics.prometheusRule.thresholds.circuitOpenFor=3m",
+            scenario="metrics-on",
+        ),
+        "PrometheusRule",
+    )
+    alerts = {r["alert"]: r for g in tuned["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert "> 0.4  # param: runFailureRatio" in alerts["FlujoRunFailureRateHigh"]["expr"]
+    assert alerts["FlujoCircuitOpenTooLong"]["for"] == "3m"
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian package prometheus) is not installed")
+    rendered = tmp_path / "rules.yaml"
+    rendered.write_text(yaml.safe_dump({"groups": tuned["spec"]["groups"]}))
+    check = subprocess.run(
+        [promtool, "check", "rules", str(rendered)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -306,32 +306,35 @@ def _registry(name: str, spec: dict[str, Any]) -> AgentRegistry:
         "http://169.254.169.254/latest/meta-data",
         "http://[fd00:ec2::254]/",
         "http://metadata.google.internal/",
-        "https://localhost:1/v1",
+        "https://2852039166/",
     ],
 )
-def test_a_run_under_a_policy_refuses_the_agent_at_build(endpoint: str) -> None:
-    registry = _registry("llm", {"type": "openai", "model": "m", "endpoint": endpoint})
-    with use_policy(CLUSTER):
-        result = Flujo(Pipeline([Step("ask", "llm")]), agent_registry=registry).run("q")
+def test_a_run_refuses_at_build_what_validation_could_not_see(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a variable hides the endpoint from static checks; building the agent expands it
+    monkeypatch.setenv("FLUJO_TEST_ENDPOINT", endpoint)
+    spec = {"type": "openai", "model": "m", "endpoint": "${FLUJO_TEST_ENDPOINT}"}
+    with use_policy(EMBEDDED):
+        result = Flujo(Pipeline([Step("ask", "llm")]), agent_registry=_registry("llm", spec)).run()
     assert result.status == "failed" and result.outcome.error_class == errors.CONFIG
     message = result.outcome.message or ""
     assert "refused by the security policy: spec.endpoint " in message
-    assert "\n" not in message and result.state.launches == 1
+    assert "always refused" in message and "\n" not in message
+    assert result.state.launches == 1
 
 
 def test_loopback_server_is_not_called_when_loopback_is_disallowed(
     openai_server: OpenAIServer,
 ) -> None:
     spec = {"type": "openai", "model": "m", "endpoint": openai_server.base_url}
-    pipeline = Pipeline([Step("ask", "llm")])
-    with use_policy(CLUSTER):
-        refused = Flujo(pipeline, agent_registry=_registry("llm", spec)).run("q")
-    assert refused.outcome.error_class == errors.CONFIG and "loopback" in str(
-        refused.outcome.message
-    )
+    registry = _registry("llm", spec)
+    with use_policy(CLUSTER), pytest.raises(AgentError) as caught:
+        registry.get("llm")  # what every executor does before the first call
+    assert caught.value.error_class == errors.CONFIG and "loopback" in caught.value.message
     assert openai_server.calls == 0
     with use_policy(EMBEDDED):
-        allowed = Flujo(pipeline, agent_registry=_registry("llm", spec)).run("q")
+        allowed = Flujo(Pipeline([Step("ask", "llm")]), agent_registry=registry).run("q")
     assert allowed.success and openai_server.calls == 1
 
 
