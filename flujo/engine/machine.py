@@ -416,6 +416,7 @@ def _seq_done(b: _Batch, prefix: str, output: Any) -> None:
     else:
         owner.results[key] = output
         owner.scope_phases[key] = "succeeded"
+        owner.active -= 1
         _fill(b, owner, spec)
 
 
@@ -505,6 +506,7 @@ def _node_failed(b: _Batch, s: StepState, error_class: str, message: str, origin
         _node_failed(b, owner, error_class, message, origin)
         return
     owner.scope_phases[key] = "failed"
+    owner.active -= 1
     if owner.error_class is None:
         owner.error_class = error_class
         owner.message = f"{origin}: {message}"
@@ -523,11 +525,11 @@ def _fill(b: _Batch, s: StepState, spec: StepSpec) -> None:
     assert fan is not None
     limit = fan.max_concurrency or len(s.scopes) or 1
     while s.queued and s.phase == "running":
-        active = sum(1 for p in s.scope_phases.values() if p == "running")
-        if active >= limit:
+        if s.active >= limit:
             return
         key = s.queued.pop(0)
         s.scope_phases[key] = "running"
+        s.active += 1
         if spec.parallel is not None:
             branch = next(br for br in spec.parallel.branches if br.name == key)
             _start_seq(b, f"{s.path}/{key}", branch.steps, s.input)
@@ -537,7 +539,7 @@ def _fill(b: _Batch, s: StepState, spec: StepSpec) -> None:
             _start_seq(b, f"{s.path}/{key}", fan.steps, s.items[index])  # type: ignore[union-attr]
     if s.phase != "running" or s.queued:
         return
-    if any(p == "running" for p in s.scope_phases.values()):
+    if s.active:
         return
     failed = [k for k in s.scopes if s.scope_phases.get(k) == "failed"]
     policy = spec.parallel.on_branch_failure if spec.parallel else spec.map.on_item_failure  # type: ignore[union-attr]

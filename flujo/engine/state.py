@@ -60,6 +60,8 @@ class StepState:
     """parallel/map: scope keys not started yet (maxConcurrency)."""
     results: dict[str, Any] = field(default_factory=dict)
     scope_phases: dict[str, str] = field(default_factory=dict)
+    active: int = 0
+    """parallel/map: scopes running now (kept as a count: fan-outs can be wide)."""
 
 
 @dataclass(slots=True)
