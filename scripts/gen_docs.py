@@ -113,9 +113,11 @@ def _default(param: Any) -> str:
 
 
 def _usage(command: Any, path: str) -> str:
-    parts = [path, "[OPTIONS]"] if any(
-        p.param_type_name == "option" for p in command.params
-    ) else [path]
+    parts = (
+        [path, "[OPTIONS]"]
+        if any(p.param_type_name == "option" for p in command.params)
+        else [path]
+    )
     for param in command.params:
         if param.param_type_name != "argument":
             continue
@@ -173,9 +175,7 @@ def render_cli() -> str:
                     listed = [envvar] if isinstance(envvar, str) else list(envvar)
                     help_text += " Environment: " + ", ".join(f"`{e}`" for e in listed) + "."
                 kind_text = _python_type(hints.get(param.name or "", str))
-                out.append(
-                    f"| {names} | {kind_text} | {_default(param)} | {_cell(help_text)} |\n"
-                )
+                out.append(f"| {names} | {kind_text} | {_default(param)} | {_cell(help_text)} |\n")
     return "".join(out)
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -51,11 +52,13 @@ YAML = {"yaml", "yml"}
 SHELL = {"bash", "sh", "shell"}
 CONSOLE = {"console"}
 JSON = {"json"}
-NOT_CODE = {"", "text", "txt", "output", "promql"}
+NOT_CODE = {"", "text", "txt", "output", "promql", "markdown", "md"}
 """Output, diagrams and formats: not run. Commands never go in these blocks."""
 
 DIRECTIVE = re.compile(r"^\s*<!--\s*([a-z-]+)\s*(?::\s*(.*?))?\s*-->\s*$")
-KNOWN_DIRECTIVES = {"fragment", "run", "file", "setup", "agents", "invalid", "helm-values"}
+KNOWN_DIRECTIVES = {
+    "fragment", "run", "file", "setup", "agents", "invalid", "helm-values", "model",
+}  # fmt: skip
 
 # Pages this suite may not edit carry no directives yet; until their owners add
 # them in the page, the directive is given here, keyed by the page and the
@@ -74,6 +77,8 @@ EXTERNAL_DIRECTIVES: dict[tuple[str, str], dict[str, str]] = {
     ("docs/transcripts.md", "from flujo.transcript import render_transcript, transcript_of"): {
         "fragment": ""
     },
+    ("docs/security.md", "profile: cluster"): {"model": "flujo.security.policy:PolicyConfig"},
+    ("docs/security.md", '{"v":1,'): {"model": "flujo.security.audit:audit_event_adapter"},
 }
 
 
@@ -128,7 +133,9 @@ def parse_snippets(path: Path) -> list[Snippet]:
             j -= 1
         body: list[str] = []
         k = i + 1
-        while k < len(lines) and not re.match(rf"^\s*{re.escape(fence[0])}{{{len(fence)},}}\s*$", lines[k]):
+        while k < len(lines) and not re.match(
+            rf"^\s*{re.escape(fence[0])}{{{len(fence)},}}\s*$", lines[k]
+        ):
             line = lines[k]
             body.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
             k += 1
@@ -341,6 +348,17 @@ def _deep_merge(base: Any, over: Any) -> Any:
     return over
 
 
+def check_model(snippet: Snippet, data: Any) -> None:
+    """``model: module:attr``: the data must validate against a pydantic model or adapter."""
+    module, _, attr = snippet.directives["model"].partition(":")
+    target = getattr(importlib.import_module(module), attr)
+    validate = getattr(target, "model_validate", None) or target.validate_python
+    try:
+        validate(data)
+    except ValueError as exc:
+        raise AssertionError(f"{snippet.where}: not a valid {attr}: {exc}") from None
+
+
 def check_yaml(snippet: Snippet, cwd: Path, path: Path | None) -> None:
     d = snippet.directives
     try:
@@ -349,6 +367,10 @@ def check_yaml(snippet: Snippet, cwd: Path, path: Path | None) -> None:
         raise AssertionError(f"{snippet.where}: not YAML: {exc}") from None
     assert documents, f"{snippet.where}: an empty YAML snippet"
     if "fragment" in d:
+        return
+    if "model" in d:
+        for document in documents:
+            check_model(snippet, document)
         return
     if "helm-values" in d:
         chart = ROOT / d["helm-values"]
@@ -433,7 +455,13 @@ def check_snippet(snippet: Snippet, cwd: Path) -> Path:
         else:
             return run_console(snippet, cwd)
     elif snippet.lang in JSON:
-        json.loads(snippet.text)
+        try:
+            values = [json.loads(snippet.text)]
+        except json.JSONDecodeError:  # JSON Lines: one value per line
+            values = [json.loads(line) for line in snippet.text.splitlines() if line.strip()]
+        if "model" in d:
+            for value in values:
+                check_model(snippet, value)
     else:
         raise AssertionError(
             f"{snippet.where}: unknown language {snippet.lang!r}: label code with python, "
@@ -493,7 +521,10 @@ def test_console_output_matching() -> None:
     assert output_matches(["a", "...", "d"], ["a", "b", "c", "d"])
     assert output_matches(["a  ", ""], ["a"])
     assert not output_matches(["a", "b"], ["a", "c"])
-    assert list(console_commands("$ a \\\n  --x\nout\n$ b\n")) == [("a \\\n  --x", ["out"]), ("b", [])]
+    assert list(console_commands("$ a \\\n  --x\nout\n$ b\n")) == [
+        ("a \\\n  --x", ["out"]),
+        ("b", []),
+    ]
 
 
 def test_directives_are_read_from_the_lines_above_a_fence(tmp_path: Path) -> None:
@@ -503,7 +534,7 @@ def test_directives_are_read_from_the_lines_above_a_fence(tmp_path: Path) -> Non
         "\n  ```python\n  print(1)\n  ```\n",
         encoding="utf-8",
     )
-    first, second = [s for s in parse_snippets(page)]
+    first, second = parse_snippets(page)
     assert first.directives == {"file": "a.yaml", "agents": "b.yaml"}
     assert first.text == "key: 1\n" and first.line == 4
     assert second.lang == "python" and second.text == "print(1)\n" and not second.directives
@@ -776,7 +807,11 @@ def test_dry_run_calls_no_paid_agent(
     assert result.usage.total_tokens == 0 and result.usage.cost_usd == 0
     assert result.steps["write"].output == "[dry run: poet]"
     assert result.output == "[DRY RUN: POET]"  # free agents still run for real
-    assert result.steps["score"].output == {"score": 1, "tags": ["[dry run: scorer]"], "verdict": "good"}
+    assert result.steps["score"].output == {
+        "score": 1,
+        "tags": ["[dry run: scorer]"],
+        "verdict": "good",
+    }
     assert dry.entry("poet").type == "scripted" and registry.entry("poet").type == "openai"
     assert devx.dry_run_summary(result, dry) == (
         "dry run: the real run would have made 2 paid calls: poet x1, scorer x1"
@@ -858,7 +893,12 @@ def test_describe_problem_adds_the_excerpt_and_a_hint(tmp_path: Path) -> None:
         "  hint: did you mean 'maxIterations'?",
     ]
     missing = next(s for s in shown if "missing required field 'maxIterations'" in s)
-    assert missing.endswith("hint: every loop needs maxIterations, an upper bound on its iterations")
+    assert missing.endswith(
+        "hint: every loop needs maxIterations, an upper bound on its iterations"
+    )
     assert devx.describe_problem(Problem("<input>", "boom")) == "<input>: boom"
     assert devx.hint_for("invalid YAML: mapping values are not allowed here") is not None
     assert devx.hint_for("unknown field 'zzzqqq'") is not None
+    assert devx.hint_for("template uses unknown variable 'inptu' (known: …)") == (
+        "did you mean 'input'?"
+    )

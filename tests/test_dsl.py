@@ -79,8 +79,8 @@ def test_yaml_output_is_a_valid_manifest_for_the_cli(tmp_path: Path) -> None:
     )
     # agents are names only: validation reports them all, and nothing else
     assert proc.returncode == 2
-    problems = proc.stderr.strip().splitlines()
-    assert all("unknown agent" in line for line in problems)
+    problems = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+    assert problems and all("unknown agent" in line for line in problems)
     assert {line.split("unknown agent ")[1].split()[0] for line in problems} == {
         "'writer'",
         "'backup'",
@@ -141,3 +141,21 @@ def test_operator_is_a_source_folder_not_a_package() -> None:
     import operator
 
     assert hasattr(operator, "itemgetter")  # the stdlib module, not ours
+
+
+def test_a_single_step_runs_as_a_pipeline() -> None:
+    assert Flujo(Step("only", "builtin.upper")).run("x").output == "X"
+
+
+def test_yaml_fields_are_camel_case_only(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "apiVersion: flujo.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\n"
+        "spec:\n  steps:\n    - name: l\n      loop:\n        max_iterations: 2\n"
+        "        steps: [{name: a, agent: builtin.echo}]\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "flujo", "validate", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "max_iterations" in proc.stderr and "maxIterations" in proc.stderr

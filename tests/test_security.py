@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from flujo import AgentManifest, AgentRegistry, Flujo, Pipeline, Step
 from flujo.agents.openai import OpenAIAgent
 from flujo.agents.pool import ClientPool
@@ -52,7 +51,9 @@ CLUSTER = SecurityPolicy.cluster()
 
 
 def openai(endpoint: str, **fields: Any) -> AgentSpec:
-    return AgentSpec.model_validate({"type": "openai", "model": "m", "endpoint": endpoint, **fields})
+    return AgentSpec.model_validate(
+        {"type": "openai", "model": "m", "endpoint": endpoint, **fields}
+    )
 
 
 # --- SSRF -----------------------------------------------------------------------
@@ -90,7 +91,9 @@ def test_metadata_and_link_local_endpoints_are_always_refused(
 
 
 def test_urls_the_client_cannot_parse_are_refused_too() -> None:
-    assert endpoint_problems("http://0251.0376.0251.0376/", CLUSTER) == ["endpoint is not a valid URL"]
+    assert endpoint_problems("http://0251.0376.0251.0376/", CLUSTER) == [
+        "endpoint is not a valid URL"
+    ]
 
 
 def test_names_that_resolve_into_forbidden_networks_are_refused() -> None:

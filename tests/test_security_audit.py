@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from flujo import AgentManifest, AgentRegistry, Flujo, Pipeline, Step
 from flujo.resilience import BreakerRegistry
 from flujo.security import AuditLog, AuditObserver, Redactor, open_audit_log
@@ -142,7 +141,9 @@ def test_failures_retries_and_fallbacks_are_one_line_per_attempt() -> None:
         )
     )
     log, out = _log()
-    step = Step("ask", "flaky", retry={"maxAttempts": 2, "backoffSeconds": 0}, fallback="builtin.upper")
+    step = Step(
+        "ask", "flaky", retry={"maxAttempts": 2, "backoffSeconds": 0}, fallback="builtin.upper"
+    )
     Flujo(Pipeline([step]), agent_registry=registry, observers=[AuditObserver(log, "p")]).run("x")
     calls = [e for e in _lines(out) if e["event"] == "agent.call"]
     assert [(c["agent"], c["attempt"], c["outcome"], c.get("errorClass")) for c in calls] == [
@@ -202,7 +203,11 @@ def test_openai_agent_calls_and_circuit_transitions(openai_server: OpenAIServer)
     openai_server.script(error(500, "down"), error(500, "down"))
     breakers = BreakerRegistry(fail_max=2, reset_timeout=60)
     log, out = _log()
-    breakers.add_listener(lambda name, old, new: log.circuit_transition(name, old, new))
+
+    def audit_circuit(name: str, old: str, new: str) -> None:
+        log.circuit_transition(name, old, new)
+
+    breakers.add_listener(audit_circuit)
     registry = AgentRegistry(breakers=breakers)
     manifest = AgentManifest.model_validate(
         {

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from flujo import AgentManifest, AgentRegistry, Flujo, Pipeline, Step
 from flujo.agents.base import AgentContext
 from flujo.agents.openai import OpenAIAgent
@@ -111,7 +110,9 @@ def test_canary_never_leaks_from_an_embedded_run(
     audit_out = io.StringIO()
     audit = AuditLog([StreamSink(audit_out)], include_content=True)
     observer = AuditObserver(audit, "canary", agents={"llm": manifest.spec})
-    step = Step("ask", "llm", retry={"maxAttempts": 2, "backoffSeconds": 0, "retryOn": ["transient"]})
+    step = Step(
+        "ask", "llm", retry={"maxAttempts": 2, "backoffSeconds": 0, "retryOn": ["transient"]}
+    )
     caplog.set_level(logging.DEBUG)
     result = Flujo(Pipeline([step]), agent_registry=registry, observers=[observer]).run("hi")
     assert openai_server.calls >= 1
@@ -124,9 +125,7 @@ def test_canary_never_leaks_from_an_embedded_run(
     for line in audit_out.getvalue().splitlines():
         audit_event_adapter.validate_json(line)
     scan("the audit log", audit_out.getvalue())
-    logged = [
-        f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records
-    ]
+    logged = [f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records]
     assert logged, "expected DEBUG records from the HTTP stack"
     scan("DEBUG log records", "\n".join(logged))
 
@@ -305,7 +304,9 @@ def test_canary_never_leaks_from_flujo_run(
     assert auth(openai_server.requests[-1]) == f"Bearer {SECRET}"
 
 
-def test_canary_never_leaks_from_flujo_step_run(openai_server: OpenAIServer, tmp_path: Path) -> None:
+def test_canary_never_leaks_from_flujo_step_run(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
     openai_server.responder = ECHOES["401 json"]
     spec = agent_manifest(openai_server).spec
     launch = tmp_path / "launch.json"

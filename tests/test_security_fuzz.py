@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
-
 from flujo import Flujo, PipelineValidationError
 from flujo.domain.templates import (
     TemplateProblem,
@@ -32,6 +29,8 @@ from flujo.domain.templates import (
 from flujo.security import SecurityPolicy, check_agent_policy, check_input, check_pipeline_policy
 from flujo.spec.loader import load_documents
 from flujo.spec.validation import check_agents, check_pipeline
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = (SecurityPolicy.embedded(), SecurityPolicy.cluster())
@@ -237,7 +236,7 @@ def _no_traceback(proc: subprocess.CompletedProcess[bytes]) -> None:
 
 
 cli_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
     max_size=200,
 )
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from flujo import Flujo, PipelineManifest, PipelineValidationError
 from flujo.domain import templates
 from flujo.domain.templates import (
@@ -301,7 +300,7 @@ def test_cli_run_fails_with_class_template_and_no_traceback(
     assert proc.stderr.count("\n") == 1
     _no_leak(proc.stdout + proc.stderr)
     if proc.returncode == 2:  # refused by validation (private attributes, with the policy)
-        assert "reads private attribute" in proc.stderr and proc.stdout == ""
+        assert "template reads private attribute" in proc.stderr and proc.stdout == ""
         return
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("error: run failed: step a failed (template): ")

@@ -18,7 +18,7 @@ from flujo.agents.registry import AgentRegistry
 from flujo.engine import Event, RunState, StepFailed, StepSucceeded
 from flujo.runtime import Flujo, RunResult
 from flujo.spec.limits import UsageLimits
-from flujo.spec.loader import Documents, load_files
+from flujo.spec.loader import Documents, Problem, load_files
 from flujo.spec.pipeline import PipelineManifest
 from flujo.spec.validation import check_agents, check_pipeline
 
@@ -46,12 +46,20 @@ def _fail(lines: list[str], code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _shown(problem: Problem, detail: bool) -> str:
+    if not detail:
+        return str(problem)
+    from flujo.cli.devx import describe_problem
+
+    return describe_problem(problem)
+
+
 def _load(
-    file: Path, agents: list[Path] | None, pipeline: str | None
+    file: Path, agents: list[Path] | None, pipeline: str | None, *, detail: bool = False
 ) -> tuple[Documents, PipelineManifest, AgentRegistry]:
     docs = load_files([file, *(agents or [])])
     if docs.problems:
-        _fail([str(p) for p in docs.problems])
+        _fail([_shown(p, detail) for p in docs.problems])
     candidates = docs.pipelines
     if pipeline is not None:
         candidates = [p for p in candidates if p.metadata.name == pipeline]
@@ -69,7 +77,7 @@ def _load(
         registry.register_manifest(agent, source=source)
     findings = check_pipeline(manifest.spec) + check_agents(manifest.spec, registry.names())
     if findings:
-        _fail([str(docs.locate(manifest, f.loc, f.message)) for f in findings])
+        _fail([_shown(docs.locate(manifest, f.loc, f.message), detail) for f in findings])
     return docs, manifest, registry
 
 
@@ -162,10 +170,23 @@ def run(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks of unexpected errors.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Replace openai and http agents with placeholders (no network, zero usage) "
+            "and say what would have been called.",
+        ),
+    ] = False,
 ) -> None:
     """Run a pipeline in this process and print its output."""
     try:
-        _, manifest, registry = _load(file, agents, pipeline)
+        docs, manifest, registry = _load(file, agents, pipeline)
+        if dry_run:
+            from flujo.cli.devx import describe_dry_run, dry_run_registry
+
+            typer.echo(describe_dry_run(manifest, registry), err=True)
+            registry = dry_run_registry(registry, docs.agents)
         data = _read_input(input, input_json, input_file)
         try:
             limits = UsageLimits(
@@ -223,6 +244,10 @@ def run(
         except OSError as exc:
             _fail([f"--transcript {transcript}: {exc.strerror or exc}"])
     _print_output(result, as_json, manifest.metadata.name)
+    if dry_run:
+        from flujo.cli.devx import dry_run_summary
+
+        typer.echo(dry_run_summary(result, registry), err=True)
     if not result.success:
         typer.echo(f"error: run {result.status}: {result.outcome.message}", err=True)
         raise typer.Exit(EXIT_FAILED)
@@ -242,7 +267,7 @@ def validate(
         names = ", ".join(r.metadata.name for r in docs.runs)
         typer.echo(f"ok: {file}: PipelineRun {names}")
         return
-    _, manifest, _registry = _load(file, agents, pipeline)
+    _, manifest, _registry = _load(file, agents, pipeline, detail=True)
     steps = sum(1 for _ in _iter_steps(manifest))
     typer.echo(f"ok: {file}: pipeline {manifest.metadata.name!r}, {steps} steps")
 
@@ -335,6 +360,10 @@ def _register_subcommands() -> None:
     from flujo.cli.transcript import transcript_app
 
     app.add_typer(transcript_app, name="transcript")
+
+    from flujo.cli.devx import register
+
+    register(app)
 
 
 _register_subcommands()

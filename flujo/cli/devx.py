@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from flujo.agents.registry import AgentRegistry
+from flujo.agents.registry import AgentEntry, AgentRegistry
 from flujo.spec.agent import AgentManifest, AgentSpec, CredentialSpec, ScriptedResponse
 from flujo.spec.base import ObjectMeta
 from flujo.spec.loader import Documents, Problem, load_files
@@ -62,6 +62,7 @@ __all__ = [
     "init_command",
     "init_project",
     "placeholder",
+    "project_name",
     "register",
 ]
 
@@ -174,6 +175,11 @@ _HINTS: tuple[tuple[str, str], ...] = (
 )
 
 
+_TEMPLATE_NAMES = (
+    "input", "previous_step", "steps", "output", "iteration", "item", "index", "branch",
+)  # fmt: skip
+
+
 @cache
 def _field_names() -> tuple[str, ...]:
     """Every YAML field name of the manifests (camelCase), for "did you mean"."""
@@ -206,6 +212,11 @@ def hint_for(message: str, loc: str = "") -> str | None:
         if close:
             return f"did you mean {close[0]!r}?"
         return "unknown fields are errors, so that a typo never changes behaviour silently"
+    variable = re.match(r"template uses unknown variable '([^']+)'", message)
+    if variable:
+        close = difflib.get_close_matches(variable.group(1), _TEMPLATE_NAMES, n=1, cutoff=0.6)
+        if close:
+            return f"did you mean {close[0]!r}?"
     missing = re.match(r"missing required field '([^']+)'", message)
     if missing:
         name = missing.group(1)
@@ -490,7 +501,9 @@ def dry_run_registry(
     free and deterministic.  ``registry`` itself is not changed.
     """
     out = AgentRegistry(builtins=False, breakers=registry.breakers)
-    entries = [(e.name, e.spec, e) for e in registry.list()]
+    entries: list[tuple[str, AgentSpec | None, AgentEntry | None]] = [
+        (e.name, e.spec, e) for e in registry.list()
+    ]
     entries += [(m.metadata.name, m.spec, None) for m in manifests]
     for name, spec, entry in entries:
         if spec is not None and spec.type in PAID_AGENT_TYPES:
@@ -755,10 +768,10 @@ A [Flujo](https://pypi.org/project/flujo/) pipeline, scaffolded by `flujo init`.
 
 | file | what |
 | --- | --- |
-| `pipeline.yaml` | the pipeline, with a scripted `writer` (canned answers) and a built-in `reviewer` |
+| `pipeline.yaml` | the pipeline; its `writer` is scripted (canned answers) |
 | `agents.yaml` | the real `writer`: any OpenAI-compatible endpoint |
-| `tests/test_pipeline.py` | the golden test: runs the pipeline, compares its transcript with the golden |
-| `golden/@NAME@.txt` | the golden transcript: every step, input, output, usage and decision |
+| `tests/test_pipeline.py` | the golden test: runs the pipeline, compares transcripts |
+| `golden/@NAME@.txt` | the golden transcript: every step, output, usage, decision |
 
 ## Run
 
@@ -771,6 +784,7 @@ flujo validate pipeline.yaml --agents agents.yaml
 ## Test
 
 ```bash
+pip install pytest                            # once
 pytest -q                                     # compares the transcript with the golden
 FLUJO_UPDATE_GOLDENS=1 pytest -q              # after an intended change; then git diff golden/
 ```

@@ -109,7 +109,6 @@ _REMOVED_FILTERS = ("random",)
 _FORBIDDEN_NAMES = frozenset({"self"})
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.DOTALL)
-_MAX_RENDERED = MAX_RENDERED  # kept for callers of the old private name
 
 
 class TemplateProblem(Exception):
@@ -194,7 +193,7 @@ def _check_printf(fmt: str) -> None:
                 _check_width(int(part), "format width")
 
 
-def _check_format_spec(fmt: str, depth: int = 0) -> None:
+def _check_format_spec(fmt: str) -> None:
     try:
         parsed = list(_FORMATTER.parse(fmt))
     except ValueError:

@@ -22,7 +22,7 @@ from flujo.agents.base import Agent
 from flujo.agents.registry import AgentRegistry, UnknownAgentError
 from flujo.domain import errors
 from flujo.domain.dsl.pipeline import Pipeline
-from flujo.domain.dsl.step import AgentSink
+from flujo.domain.dsl.step import AgentSink, BaseStep
 from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
 from flujo.engine import (
@@ -135,7 +135,11 @@ class RunResult:
         }
 
 
-def _to_spec(pipeline: Pipeline | PipelineSpec | PipelineManifest, sink: AgentSink) -> PipelineSpec:
+def _to_spec(
+    pipeline: Pipeline | BaseStep | PipelineSpec | PipelineManifest, sink: AgentSink
+) -> PipelineSpec:
+    if isinstance(pipeline, BaseStep):
+        pipeline = Pipeline([pipeline])
     if isinstance(pipeline, PipelineManifest):
         return pipeline.spec
     if isinstance(pipeline, PipelineSpec):
@@ -152,7 +156,7 @@ class Flujo:
 
     def __init__(
         self,
-        pipeline: Pipeline | PipelineSpec | PipelineManifest,
+        pipeline: Pipeline | BaseStep | PipelineSpec | PipelineManifest,
         *,
         agent_registry: AgentRegistry | None = None,
         usage_limits: UsageLimits | dict[str, Any] | None = None,

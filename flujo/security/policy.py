@@ -739,11 +739,11 @@ def check_pipeline_policy(
                 private = private_attributes(source, expression)
             except TemplateProblem:
                 continue  # reported by check_pipeline
-            for attr in sorted(private):
+            if private:
+                names = ", ".join(repr(a) for a in sorted(private))
+                plural = "s" if len(private) > 1 else ""
                 found.append(
-                    Finding(
-                        at, f"template reads private attribute {attr!r}; the sandbox refuses it"
-                    )
+                    Finding(at, f"template reads private attribute{plural} {names}; refused")
                 )
     seen: set[str] = set()
     for name, loc in agent_references(spec):

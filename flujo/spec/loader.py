@@ -233,7 +233,9 @@ def load_documents(text: str, source: str = "<input>") -> Documents:
             )
             continue
         try:
-            manifest = model.model_validate(doc.data)
+            # camelCase only, as the Kubernetes API server (which would prune
+            # snake_case fields) sees the same document.
+            manifest = model.model_validate(doc.data, by_alias=True, by_name=False)
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 loc = err["loc"]
