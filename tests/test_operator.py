@@ -6,10 +6,12 @@ subprocesses, exactly as a node would run the step image.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.operatorkit import ROOT, get_json, running_operator, wait_for
 
@@ -406,3 +408,52 @@ spec: {{pipelineRef: {{name: guarded}}, input: "q{i}"}}
         )
         assert done.returncode == 0, done.stderr + op.log()[-3000:]
         assert openai_server.calls == 2
+
+
+def test_a_one_mib_output_round_trips_through_pods_byte_for_byte(
+    cluster: Any, kubeconfig: Path, tmp_path: Path, k8s_client: Any
+) -> None:
+    import asyncio
+
+    from flujo.engine import StepSucceeded
+
+    from flujo_operator.kube import Kube
+    from flujo_operator.runs import run_events
+
+    text = "".join(chr(0x41 + (i * 7) % 26) + ("\n" if i % 97 == 0 else "") for i in range(1 << 20))
+    big = [
+        {
+            "apiVersion": "flujo.dev/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "big"},
+            "spec": {
+                "input": text,
+                "pipeline": {
+                    "steps": [
+                        {"name": "copy", "agent": "builtin.echo"},
+                        {"name": "measure", "agent": "builtin.length"},
+                    ]
+                },
+            },
+        }
+    ]
+    with running_operator(kubeconfig, tmp_path) as op:
+        # `create`, not `apply`: apply would copy the 1 MiB spec into an annotation
+        cluster("create", "-f", "-", input=yaml.safe_dump_all(big))
+        done = cluster(
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "pipelinerun/big",
+            "--timeout=90s",
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr + op.log()[-3000:]
+        run = get_json(cluster, "pipelinerun", "big")
+        assert run["status"]["output"] == {"value": len(text)}
+        # the 1 MiB input reached the pod through a ConfigMap (too big for an annotation)
+        assert get_json(cluster, "configmaps", "-l", "flujo.dev/run=big")["items"]
+        events = asyncio.run(run_events(Kube(k8s_client), run))
+        copies = [e for e in events if isinstance(e, StepSucceeded) and e.path == "copy"]
+        assert len(copies) == 1 and copies[0].output == text
+        # the status stays small: outputs live in the pods, not in etcd
+        assert len(json.dumps(run["status"])) < 16 * 1024
