@@ -524,6 +524,7 @@ def test_operator_pod_is_hardened(helm: Path, scenario: str) -> None:
 KUBE_CALLS = {
     "create_namespaced_pod": [("", "pods", "create")],
     "create_namespaced_config_map": [("", "configmaps", "create")],
+    "create_namespaced_event": [("", "events", "create")],
     "delete_namespaced_pod": [("", "pods", "delete")],
     "delete_collection_namespaced_pod": [("", "pods", "deletecollection")],
     "read_namespaced_pod": [("", "pods", "get")],

@@ -142,13 +142,14 @@ def test_a_linear_run_counts_runs_launches_and_step_durations() -> None:
     for agent in ("builtin.strip", "builtin.upper", "headline"):
         assert value(metrics, "flujo_step_launches_total", pipeline="linear", agent=agent) == 1
         labels = {"pipeline": "linear", "agent": agent, "outcome": "succeeded"}
-        # Sync agents run inline: launch at one observe, result at the next (one tick).
+        # Sync agents run inline: launch at one observe, the call start (one tick),
+        # the result at the next observe (another tick).
         assert value(metrics, "flujo_step_duration_seconds_count", **labels) == 1
-        assert value(metrics, "flujo_step_duration_seconds_sum", **labels) == 0.5
-    # Four events (start + three results), one tick each.
+        assert value(metrics, "flujo_step_duration_seconds_sum", **labels) == 1.0
+    # Four events (start + three results) and three call starts, one tick each.
     assert (
         value(metrics, "flujo_run_duration_seconds_sum", pipeline="linear", outcome="succeeded")
-        == 1.5
+        == 3.0
     )
     assert observer.tracked_runs == 0
 

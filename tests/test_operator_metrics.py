@@ -105,3 +105,73 @@ spec: {{pipelineRef: {{name: metered}}, input: "x{i}"}}
         assert launches == 6
         reconciles = prom.scalar("sum(flujo_operator_reconcile_duration_seconds_count)")
         assert reconciles is not None and reconciles > 0
+
+
+def test_an_unusually_expensive_run_gets_an_event_and_a_condition(
+    kubeconfig: Path, kubectl: Any, local_kubelet: Any, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.operatorkit import get_json, wait_for
+
+    kubectl("apply", "-f", str(ROOT / "crds"))
+    costs = [0.010, 0.011, 0.009, 0.012, 0.010, 0.011, 0.009, 0.010, 0.012, 0.011, 0.010, 0.009]
+    responses = [
+        {"output": "ok", "usage": {"inputTokens": 100 + i, "costUsd": c}}
+        for i, c in enumerate(costs)
+    ]
+    agent = {
+        "apiVersion": "flujo.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "llm"},
+        "spec": {
+            "type": "scripted",
+            "responses": [
+                {
+                    "match": "EXPENSIVE",
+                    "output": "long",
+                    "usage": {"inputTokens": 9000, "costUsd": 0.9},
+                },
+                *responses,
+            ],
+        },
+    }
+    pipeline = {
+        "apiVersion": "flujo.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "usual"},
+        "spec": {"steps": [{"name": "ask", "agent": "llm"}]},
+    }
+
+    def run(name: str, text: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "flujo.dev/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": name},
+            "spec": {"pipelineRef": {"name": "usual"}, "input": text},
+        }
+
+    def phase(name: str) -> str:
+        return str((get_json(kubectl, "pipelinerun", name).get("status") or {}).get("phase"))
+
+    with running_operator(kubeconfig, tmp_path, FLUJO_MAX_RUNNING_PODS="1"):
+        kubectl.apply([agent, pipeline])
+        kubectl.apply([run(f"normal-{i}", f"q{i}") for i in range(len(costs))])
+        wait_for(
+            lambda: all(phase(f"normal-{i}") == "Succeeded" for i in range(len(costs))),
+            120,
+            "normal runs",
+        )
+        for i in range(len(costs)):
+            conditions = get_json(kubectl, "pipelinerun", f"normal-{i}")["status"]["conditions"]
+            assert "Anomalous" not in {c["type"] for c in conditions}  # normal variance
+        kubectl.apply([run("spendy", "EXPENSIVE please")])
+        wait_for(lambda: phase("spendy") == "Succeeded", 60, "the expensive run")
+        conditions = {
+            c["type"]: c for c in get_json(kubectl, "pipelinerun", "spendy")["status"]["conditions"]
+        }
+        assert conditions["Anomalous"]["status"] == "True"
+        assert "cost 0.9" in conditions["Anomalous"]["message"]
+        events = json.loads(kubectl("get", "events", "-o", "json").stdout)["items"]
+        mine = [e for e in events if e["involvedObject"]["name"] == "spendy"]
+        assert [e["reason"] for e in mine] == ["UnusualUsage"]

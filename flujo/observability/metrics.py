@@ -48,7 +48,7 @@ from flujo.engine import (
     StepSucceeded,
 )
 from flujo.observability import AgentInfo, advance_seconds, bind, unbind
-from flujo.observability.anomaly import AnomalyDetector
+from flujo.observability.anomaly import AnomalyDetector, Verdict
 
 __all__ = [
     "ALLOWED_LABELS",
@@ -515,6 +515,8 @@ class MetricsObserver:
         self.agents = {name: AgentInfo.of(info) for name, info in (agents or {}).items()}
         self.clock = clock
         self.anomaly = anomaly
+        self.verdicts: dict[Hashable, list[Verdict]] = {}
+        """Finished runs' anomaly verdicts, by run key, for executors to act on (pop them)."""
         self._runs: dict[Hashable, _Run] = {}
 
     # RunObserver
@@ -691,6 +693,7 @@ class MetricsObserver:
                 tokens=usage.total_tokens,
                 learn=outcome.status == "succeeded",
             )
+            self.verdicts[key] = verdicts
             for verdict in verdicts:
                 m.set_gauge(
                     "flujo_run_anomaly_score",

@@ -405,3 +405,37 @@ def first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     where = ".".join(str(p) for p in err["loc"])
     return f"spec.{where}: {err['msg']}" if where else err["msg"]
+
+
+def describe_anomalies(pipeline: str, verdicts: list[Any]) -> str:
+    """One line per unusual metric, e.g. ``cost 0.9 is 41.2 robust z above the median 0.01``."""
+    parts = [
+        f"{v.metric} {v.value:g} is {v.score:.1f} robust z-scores above the median {v.median:g} "
+        f"of the last {v.baseline_runs} runs of {pipeline}"
+        for v in verdicts
+    ]
+    return "unusual usage: " + "; ".join(parts)
+
+
+def build_anomaly_event(run: RunRef, message: str, when: str) -> dict[str, Any]:
+    """A Warning Event on the PipelineRun, for ``kubectl describe`` and event exporters."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{run.name}-", "namespace": run.namespace},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": "PipelineRun",
+            "name": run.name,
+            "namespace": run.namespace,
+            "uid": run.uid,
+        },
+        "type": "Warning",
+        "reason": "UnusualUsage",
+        "message": message[:1000],
+        "firstTimestamp": when,
+        "lastTimestamp": when,
+        "count": 1,
+        "source": {"component": "flujo-operator"},
+        "reportingComponent": "flujo-operator",
+    }

@@ -63,6 +63,11 @@ class Kube:
             if exc.status != 409:
                 raise
 
+    async def create_event(self, body: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            _call, self.core.create_namespaced_event, body["metadata"]["namespace"], body
+        )
+
     async def delete_pod(self, namespace: str, name: str) -> None:
         try:
             await asyncio.to_thread(

@@ -41,7 +41,7 @@ from flujo.engine import (
     new_run,
 )
 from flujo.observability import record_advance
-from flujo.observability.anomaly import AnomalyDetector
+from flujo.observability.anomaly import AnomalyDetector, Verdict
 from flujo.observability.metrics import FlujoMetrics, MetricsObserver
 from flujo.observability.tracing import run_traceparent
 from flujo.resilience.breaker import BreakerRegistry
@@ -57,10 +57,12 @@ from flujo_operator.builders import (
     LABEL_ATTEMPT,
     LABEL_RUN,
     RunRef,
+    build_anomaly_event,
     build_run_status,
     build_step_pod,
     condition,
     decode_journal,
+    describe_anomalies,
     first_error,
     now_iso,
     pod_failure,
@@ -498,18 +500,33 @@ class RunController:
         status["observedGeneration"] = 1
         if session.waiting:
             status["waitingPods"] = len(session.waiting)
+        anomalies: list[Verdict] = []
         if state.finished:
+            anomalies = [v for v in self.observer.verdicts.pop(session.ref.uid, []) if v.anomalous]
             status["finishedAt"] = session.finished_at or self.clock()
             outcome = state.outcome
             succeeded = outcome is not None and outcome.status == "succeeded"
             status["conditions"] = [
+                *(
+                    [
+                        condition(
+                            "Anomalous",
+                            "True",
+                            "UnusualUsage",
+                            describe_anomalies(session.pipeline, anomalies),
+                            status["finishedAt"],
+                        )
+                    ]
+                    if anomalies
+                    else []
+                ),
                 condition(
                     "Succeeded",
                     "True" if succeeded else "False",
                     status.get("reason", ""),
                     status.get("message", ""),
                     status["finishedAt"],
-                )
+                ),
             ]
         else:
             status["conditions"] = [
@@ -518,6 +535,12 @@ class RunController:
         await self.kube.patch_status(
             "pipelineruns", session.ref.namespace, session.ref.name, status
         )
+        if anomalies:
+            await self.kube.create_event(
+                build_anomaly_event(
+                    session.ref, describe_anomalies(session.pipeline, anomalies), self.clock()
+                )
+            )
         if state.finished:
             self.sessions.pop(session.ref.uid, None)
             self.finished.add(session.ref.uid)
