@@ -964,3 +964,14 @@ def test_the_chart_ships_the_tested_alert_rules_with_configurable_thresholds(
         [promtool, "check", "rules", str(rendered)], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_grafana_dashboard_ships_behind_a_value(helm: Path) -> None:
+    source = ROOT / "docs" / "grafana" / "flujo-dashboard.json"
+    shipped = ROOT / "charts" / "flujo" / "files" / "grafana" / "flujo-dashboard.json"
+    assert shipped.read_text() == source.read_text(), "copy docs/grafana/flujo-dashboard.json"
+    assert "ConfigMap" not in {o["kind"] for o in render()}
+    objects = render("--set", "metrics.grafanaDashboard.enabled=true")
+    dashboard = one(objects, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["flujo-dashboard.json"]) == json.loads(source.read_text())
