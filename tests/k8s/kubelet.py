@@ -832,7 +832,16 @@ def _translate(text: str, paths: Mapping[str, str]) -> str:
     by_path = {p.rstrip("/") or "/": host for p, host in paths.items()}
     choices = "|".join(re.escape(p) for p in sorted(by_path, key=len, reverse=True))
     pattern = rf"(?<![\w./-])({choices})(?![\w.-])"
-    return re.sub(pattern, lambda match: by_path[match[1]], text)
+
+    def replace(match: re.Match[str]) -> str:
+        # A longer path that exists on this host (the test interpreter under /tmp,
+        # say, when the checkout lives there) is the host's, not the pod's.
+        token = re.match(r"[^\s'\":;]+", text[match.start() :])
+        if token is not None and token[0] != match[1] and os.path.exists(token[0]):
+            return match[1]
+        return by_path[match[1]]
+
+    return re.sub(pattern, replace, text)
 
 
 def _termination_message(path: Path) -> str:
