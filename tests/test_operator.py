@@ -457,3 +457,27 @@ def test_a_one_mib_output_round_trips_through_pods_byte_for_byte(
         assert len(copies) == 1 and copies[0].output == text
         # the status stays small: outputs live in the pods, not in etcd
         assert len(json.dumps(run["status"])) < 16 * 1024
+
+
+def test_health_endpoint_reports_missing_crds(
+    kubeconfig: Path, kubectl: Any, tmp_path: Path
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from tests.operatorkit import OperatorProcess
+
+    op = OperatorProcess(kubeconfig, tmp_path / "operator.log")
+    with pytest.raises(RuntimeError, match="not healthy"):
+        op.start(timeout=8)  # without CRDs the health endpoint answers with an error
+    try:
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"http://127.0.0.1:{op.port}/healthz", timeout=5)
+        assert answer.value.code == 500
+        assert "CRDs not installed: agents, pipelineruns, pipelines" in op.log()
+    finally:
+        op.kill()
+    kubectl("apply", "-f", str(ROOT / "crds"))
+    op = OperatorProcess(kubeconfig, tmp_path / "operator2.log")
+    op.start()
+    op.stop()

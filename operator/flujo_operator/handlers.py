@@ -43,6 +43,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         memo.metrics_server = serve_metrics(config.metrics_port, metrics.registry, addr="0.0.0.0")
     runs = RunController(kube, config, metrics=metrics)
     memo.runs = runs
+    memo.kube = kube
     memo.resources = ResourceController(kube, runs)
 
 
@@ -68,6 +69,25 @@ async def agent_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 async def pipeline_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     with memo.runs.metrics.reconcile("pipeline"):
         await memo.resources.on_pipeline(event["type"] or "", dict(event["object"]))
+
+
+NEEDED = {"agents", "pipelines", "pipelineruns"}
+
+
+@kopf.on.probe(id="api")
+async def api_probe(memo: kopf.Memo, **_: Any) -> str:
+    """Readiness: the API server answers and serves the Flujo CRDs (else the probe fails)."""
+    try:
+        served = await memo.kube.served_resources()
+    except Exception as exc:  # 404: the group is not served at all
+        served = set()
+        if getattr(exc, "status", None) != 404:
+            raise kopf.PermanentError(f"API server unreachable: {exc}") from None
+    missing = NEEDED - served
+    if missing:
+        # Permanent: a probe must answer now, not be retried by kopf.
+        raise kopf.PermanentError(f"CRDs not installed: {', '.join(sorted(missing))}")
+    return "ok"
 
 
 @kopf.on.probe(id="runs")

@@ -42,6 +42,11 @@ class Kube:
         self.core: Any = client.CoreV1Api(api)
         self.custom: Any = client.CustomObjectsApi(api)
 
+    async def served_resources(self) -> set[str]:
+        """Plural names the API server serves in flujo.dev/v1alpha1 (discovery, no RBAC)."""
+        found = await asyncio.to_thread(self.custom.get_api_resources, API_GROUP, VERSION)
+        return {r.name for r in found.resources}
+
     async def create_pod(self, body: dict[str, Any]) -> bool:
         """Create; False when it already exists (an idempotent repeat)."""
         try:
