@@ -538,6 +538,8 @@ KUBE_CALLS = {
     "patch_namespaced_custom_object_status": [
         ("flujo.dev", f"{p}/status", "patch") for p in ("agents", "pipelines", "pipelineruns")
     ],
+    # API discovery (the readiness probe): every authenticated user may, no rule needed.
+    "get_api_resources": [],
 }
 """Each API method flujo_operator/kube.py calls, and the RBAC grant it needs."""
 
