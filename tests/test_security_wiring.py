@@ -25,11 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY_ENV = "FLUJO_TEST_CANARY_KEY"
 SECRET = "sk-wire-5Hq2Zt8Ym4Xc7Vb1Nd3Kf6"
 
-pytestmark = pytest.mark.xfail(
-    strict=True,
-    reason="not wired yet: see 'Where each control is enforced' in docs/security.md",
-)
-
 
 def flujo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -17,6 +17,15 @@ import typer
 from flujo.agents.registry import AgentRegistry
 from flujo.engine import Event, RunState, StepFailed, StepSucceeded
 from flujo.runtime import Flujo, RunResult
+from flujo.security.policy import (
+    PolicyError,
+    PolicyViolation,
+    SecurityPolicy,
+    check_pipeline_policy,
+    parse_input,
+    policy_from_env,
+)
+from flujo.security.redaction import Redactor, install_log_redaction
 from flujo.spec.limits import UsageLimits
 from flujo.spec.loader import Documents, Problem, load_files
 from flujo.spec.pipeline import PipelineManifest
@@ -54,9 +63,17 @@ def _shown(problem: Problem, detail: bool) -> str:
     return describe_problem(problem)
 
 
+def _policy() -> SecurityPolicy:
+    try:
+        return policy_from_env().policy()
+    except PolicyError as exc:
+        _fail([str(exc)])
+
+
 def _load(
     file: Path, agents: list[Path] | None, pipeline: str | None, *, detail: bool = False
 ) -> tuple[Documents, PipelineManifest, AgentRegistry]:
+    policy = _policy()
     docs = load_files([file, *(agents or [])])
     if docs.problems:
         _fail([_shown(p, detail) for p in docs.problems])
@@ -76,6 +93,9 @@ def _load(
         source, _ = docs.locators.get(id(agent), (str(file), None))
         registry.register_manifest(agent, source=source)
     findings = check_pipeline(manifest.spec) + check_agents(manifest.spec, registry.names())
+    findings += check_pipeline_policy(
+        manifest.spec, {e.name: e.spec for e in registry.list()}, policy
+    )
     if findings:
         _fail([_shown(docs.locate(manifest, f.loc, f.message), detail) for f in findings])
     return docs, manifest, registry
@@ -85,30 +105,23 @@ def _read_input(text: str | None, json_text: str | None, file: Path | None) -> A
     given = [x is not None for x in (text, json_text, file)]
     if sum(given) > 1:
         raise UsageProblem("give only one of --input, --input-json, --input-file")
-    if json_text is not None:
-        try:
-            return json.loads(json_text)
-        except json.JSONDecodeError as exc:
-            raise UsageProblem(f"--input-json is not JSON: {exc.msg} at {exc.pos}") from None
-    if file is not None:
-        try:
-            raw = file.read_bytes()
-        except OSError as exc:
-            raise UsageProblem(f"--input-file {file}: {exc.strerror or exc}") from None
-        if len(raw) > MAX_INPUT_BYTES:
-            raise UsageProblem(f"--input-file {file}: larger than {MAX_INPUT_BYTES} bytes")
-        try:
-            content = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UsageProblem(f"--input-file {file}: not UTF-8 (byte {exc.start})") from None
-        if file.suffix == ".json":
+    policy = _policy()
+    try:
+        if json_text is not None:
+            return parse_input(json_text, policy, as_json=True, source="--input-json")
+        if file is not None:
             try:
-                return json.loads(content)
-            except json.JSONDecodeError as exc:
-                raise UsageProblem(f"--input-file {file}: invalid JSON: {exc.msg}") from None
-        return content
-    if text is not None and len(text.encode("utf-8", "surrogatepass")) > MAX_INPUT_BYTES:
-        raise UsageProblem(f"--input: larger than {MAX_INPUT_BYTES} bytes")
+                with file.open("rb") as handle:
+                    raw = handle.read(policy.max_input_bytes + 1)
+            except OSError as exc:
+                raise UsageProblem(f"--input-file {file}: {exc.strerror or exc}") from None
+            return parse_input(
+                raw, policy, as_json=file.suffix == ".json", source=f"--input-file {file}"
+            )
+        if text is not None:
+            return parse_input(text, policy, source="--input")
+    except PolicyViolation as exc:
+        raise UsageProblem(str(exc)) from None
     return text
 
 
@@ -124,14 +137,27 @@ def _progress(console: Any) -> Any:
     return hook
 
 
-def _print_output(result: RunResult, as_json: bool, name: str) -> None:
+def _audit(
+    target: str | None, manifest: Any, registry: AgentRegistry, redactor: Redactor
+) -> list[Any]:
+    if not target:
+        return []
+    from flujo.security.audit import AuditObserver, open_audit_log
+
+    log = open_audit_log(target, redactor=redactor)
+    specs = {e.name: e.spec for e in registry.list()}
+    return [AuditObserver(log, manifest.metadata.name, agents=specs)]
+
+
+def _print_output(result: RunResult, as_json: bool, name: str, redactor: Redactor) -> None:
     if as_json:
-        data = result.to_dict()
+        data = redactor.redact_data(result.to_dict())
         data["pipelineName"] = name
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     elif result.success:
         out = result.output
-        typer.echo(out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, indent=2))
+        text = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, indent=2)
+        typer.echo(redactor.redact(text))
 
 
 @app.command()
@@ -170,6 +196,10 @@ def run(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks of unexpected errors.")] = False,
+    audit_log: Annotated[
+        str | None,
+        typer.Option(envvar="FLUJO_AUDIT_LOG", help="Append audit events (JSON lines) here."),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -180,8 +210,11 @@ def run(
     ] = False,
 ) -> None:
     """Run a pipeline in this process and print its output."""
+    redactor = Redactor()
     try:
         docs, manifest, registry = _load(file, agents, pipeline)
+        redactor.add_agent_specs(a.spec for a in docs.agents).add_environment()
+        install_log_redaction(redactor)
         if dry_run:
             from flujo.cli.devx import describe_dry_run, dry_run_registry
 
@@ -217,8 +250,9 @@ def run(
                 usage_limits=limits,
                 seed=seed,
                 on_event=hook,
-                observers=obs.observers,
+                observers=[*obs.observers, *_audit(audit_log, manifest, registry, redactor)],
                 source=str(file),
+                security_policy=_policy(),
             )
             result = runner.run(data)
         finally:
@@ -240,16 +274,17 @@ def run(
         from flujo.cli.transcript import write_transcript
 
         try:
-            write_transcript(result, transcript, name=manifest.metadata.name)
+            write_transcript(result, transcript, name=manifest.metadata.name, redactor=redactor)
         except OSError as exc:
             _fail([f"--transcript {transcript}: {exc.strerror or exc}"])
-    _print_output(result, as_json, manifest.metadata.name)
+    _print_output(result, as_json, manifest.metadata.name, redactor)
     if dry_run:
         from flujo.cli.devx import dry_run_summary
 
         typer.echo(dry_run_summary(result, registry), err=True)
     if not result.success:
-        typer.echo(f"error: run {result.status}: {result.outcome.message}", err=True)
+        message = redactor.redact(str(result.outcome.message))
+        typer.echo(f"error: run {result.status}: {message}", err=True)
         raise typer.Exit(EXIT_FAILED)
 
 

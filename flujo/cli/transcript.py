@@ -40,9 +40,14 @@ transcript_app = typer.Typer(
 )
 
 
-def write_transcript(result: RunResult, path: str | Path, *, name: str | None = None) -> None:
+def write_transcript(
+    result: RunResult, path: str | Path, *, name: str | None = None, redactor: Any = None
+) -> None:
     """Write the run's transcript to ``path`` (UTF-8, ``\\n`` line ends on every OS)."""
-    Path(path).write_text(transcript_of(result, name=name), encoding="utf-8", newline="\n")
+    text = transcript_of(result, name=name)
+    if redactor is not None:
+        text = redactor.redact(text)
+    Path(path).write_text(text, encoding="utf-8", newline="\n")
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

@@ -42,6 +42,13 @@ from flujo.engine import (
 )
 from flujo.observability import call_started, record_advance
 from flujo.runtime.calls import call_agent, context_for, crashed, failed, succeeded
+from flujo.security.policy import (
+    OutputGuard,
+    SecurityPolicy,
+    check_pipeline_policy,
+    enforce_input,
+    use_policy,
+)
 from flujo.spec.limits import UsageLimits
 from flujo.spec.loader import Problem, SpecError
 from flujo.spec.pipeline import PipelineManifest, PipelineSpec
@@ -164,8 +171,10 @@ class Flujo:
         on_event: EventHook | None = None,
         observers: Sequence[RunObserver] = (),
         source: str = "<pipeline>",
+        security_policy: SecurityPolicy | None = None,
     ) -> None:
         sink = AgentSink()
+        self.security_policy = security_policy or SecurityPolicy.embedded()
         self.spec = _to_spec(pipeline, sink)
         self.registry = agent_registry if agent_registry is not None else AgentRegistry()
         for name, obj in sink.objects.items():
@@ -180,6 +189,8 @@ class Flujo:
         self.on_event = on_event
         self.observers = list(observers)
         findings = check_pipeline(self.spec) + check_agents(self.spec, self.registry.names())
+        agent_specs = {e.name: e.spec for e in self.registry.list()}
+        findings += check_pipeline_policy(self.spec, agent_specs, self.security_policy)
         if findings:
             from flujo.spec.loader import format_loc
 
@@ -205,9 +216,11 @@ class Flujo:
         raise RuntimeError("Flujo.run() called inside an event loop; use await run_async()")
 
     async def run_async(self, input: Any = None) -> RunResult:
+        enforce_input(input, self.security_policy)
         execution = _Execution(self, new_run(self.spec, self.usage_limits, self._agent_caps()))
         try:
-            return await execution.run(input)
+            with use_policy(self.security_policy):
+                return await execution.run(input)
         finally:
             await self.registry.aclose()
 
@@ -305,7 +318,7 @@ class _Execution:
         agent = self.agents.get(name)
         if agent is None:
             try:
-                agent = self.registry.get(name)
+                agent = OutputGuard(self.registry.get(name), name, self.flujo.security_policy)
             except UnknownAgentError as exc:
                 agent = AgentError(errors.CONFIG, str(exc))
             except AgentError as exc:
