@@ -160,6 +160,7 @@ def build_step_pod(
             {"name": "FLUJO_TERMINATION_LOG", "value": "/dev/termination-log"},
             {"name": "HOME", "value": "/tmp"},
             {"name": "TRACEPARENT", "value": run_traceparent(run.uid)},
+            *({"name": k, "value": v} for k, v in config.otel.items()),
             *_secret_env(agent),
         ],
         "volumeMounts": [

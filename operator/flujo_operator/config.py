@@ -21,6 +21,9 @@
 | ``FLUJO_LOG_FORMAT`` | ``text`` | ``json`` for structured logs |
 | ``FLUJO_HEALTH_PORT`` | ``8080`` | liveness/readiness endpoint port (``0`` disables) |
 
+Standard ``OTEL_*`` variables (for example ``OTEL_EXPORTER_OTLP_ENDPOINT``)
+turn on tracing and are passed on to step pods.
+
 A malformed value stops the operator at start with a one-line error naming
 the variable.
 """
@@ -88,6 +91,8 @@ class Config:
     peering: str | None = None
     log_format: str = "text"
     health_port: int = 8080
+    otel: dict[str, str] = field(default_factory=dict)
+    """The operator's ``OTEL_*`` variables, passed on to step pods (one trace per run)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -125,6 +130,7 @@ class Config:
             ),
             metrics_port=_int(env, "FLUJO_METRICS_PORT", cls.metrics_port),
             peering=env.get("FLUJO_PEERING") or None,
+            otel={k: v for k, v in sorted(env.items()) if k.startswith("OTEL_")},
             log_format=log_format,
             health_port=_int(env, "FLUJO_HEALTH_PORT", cls.health_port),
         )

@@ -43,7 +43,7 @@ from flujo.engine import (
 from flujo.observability import record_advance
 from flujo.observability.anomaly import AnomalyDetector, Verdict
 from flujo.observability.metrics import FlujoMetrics, MetricsObserver
-from flujo.observability.tracing import run_traceparent
+from flujo.observability.tracing import configure_tracing, record_run_span, run_traceparent
 from flujo.resilience.breaker import BreakerRegistry
 from flujo.runtime.envelope import EnvelopeError, decode_result
 from flujo.spec.agent import AgentSpec
@@ -110,6 +110,7 @@ class RunController:
         )
         self.clock = clock
         self.metrics = metrics or FlujoMetrics()
+        self.tracer = configure_tracing(service_name="flujo-operator", env=config.otel)
         self.observer = MetricsObserver(self.metrics, anomaly=AnomalyDetector())
         self.sessions: dict[str, Session] = {}
         self.finished: set[str] = set()
@@ -541,6 +542,18 @@ class RunController:
                     session.ref, describe_anomalies(session.pipeline, anomalies), self.clock()
                 )
             )
+        if state.finished and self.tracer is not None and state.outcome is not None:
+            record_run_span(
+                session.ref.uid,
+                session.pipeline,
+                started_at=_parse_time(session.started_at),
+                finished_at=_parse_time(status["finishedAt"]),
+                outcome=state.outcome,
+                usage=state.usage,
+                launches=state.launches,
+                tracer_provider=self.tracer,
+            )
+            self.tracer.force_flush(timeout_millis=5000)
         if state.finished:
             self.sessions.pop(session.ref.uid, None)
             self.finished.add(session.ref.uid)
@@ -613,3 +626,7 @@ async def run_events(kube: Kube, run: dict[str, Any]) -> list[Event]:
         if event is not None:
             events.append(event)
     return events
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
