@@ -165,6 +165,11 @@ def test_an_unusually_expensive_run_gets_an_event_and_a_condition(
         for i in range(len(costs)):
             conditions = get_json(kubectl, "pipelinerun", f"normal-{i}")["status"]["conditions"]
             assert "Anomalous" not in {c["type"] for c in conditions}  # normal variance
+        # the baseline is saved in the Pipeline's status every 10th run...
+        saved = get_json(kubectl, "pipeline", "usual")["status"]["usageBaseline"]
+        assert len(saved["cost"]) == 10
+    # ...so a restarted operator still knows what is usual
+    with running_operator(kubeconfig, tmp_path, FLUJO_MAX_RUNNING_PODS="1"):
         kubectl.apply([run("spendy", "EXPENSIVE please")])
         wait_for(lambda: phase("spendy") == "Succeeded", 60, "the expensive run")
         conditions = {

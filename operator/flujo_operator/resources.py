@@ -128,6 +128,9 @@ class ResourceController:
         self.runs.pipelines.pop((namespace, name), None)
         if kind == "DELETED":
             return
+        baseline = (body.get("status") or {}).get("usageBaseline")
+        if baseline:
+            self.runs.restore_baseline(f"{namespace}/{name}", baseline)
         with contextlib.suppress(ValidationError):
             self.runs.pipelines[namespace, name] = PipelineSpec.model_validate(
                 body.get("spec") or {}

@@ -41,7 +41,7 @@ from flujo.engine import (
     new_run,
 )
 from flujo.observability import record_advance
-from flujo.observability.anomaly import AnomalyDetector, Verdict
+from flujo.observability.anomaly import STATE_VERSION, AnomalyDetector, Verdict
 from flujo.observability.metrics import FlujoMetrics, MetricsObserver
 from flujo.observability.tracing import configure_tracing, record_run_span, run_traceparent
 from flujo.resilience.breaker import BreakerRegistry
@@ -76,6 +76,7 @@ __all__ = ["RunController", "journal_event", "run_events"]
 
 log = logging.getLogger("flujo_operator.runs")
 TERMINAL = {"Succeeded", "Failed", "Cancelled"}
+BASELINE_EVERY = 10
 
 
 @dataclass
@@ -111,7 +112,10 @@ class RunController:
         self.clock = clock
         self.metrics = metrics or FlujoMetrics()
         self.tracer = configure_tracing(service_name="flujo-operator", env=config.otel)
-        self.observer = MetricsObserver(self.metrics, anomaly=AnomalyDetector())
+        self.anomaly = AnomalyDetector()
+        self.observer = MetricsObserver(self.metrics, anomaly=self.anomaly)
+        self.learned: dict[str, int] = {}
+        """Finished runs per pipeline since its baseline was last saved."""
         self.sessions: dict[str, Session] = {}
         self.finished: set[str] = set()
         self.locks: dict[str, asyncio.Lock] = {}
@@ -542,6 +546,8 @@ class RunController:
                     session.ref, describe_anomalies(session.pipeline, anomalies), self.clock()
                 )
             )
+        if state.finished and spec_ref_pipeline(session) is not None:
+            await self._save_baseline(session)
         if state.finished and self.tracer is not None and state.outcome is not None:
             record_run_span(
                 session.ref.uid,
@@ -564,6 +570,29 @@ class RunController:
                     session.ref.namespace, f"{LABEL_RUN}={session.ref.name}"
                 )
             asyncio.get_running_loop().create_task(self.retry_pending(session.ref.namespace))
+
+    async def _save_baseline(self, session: Session) -> None:
+        """Persist the pipeline's usage baseline in its status every 10th run: anomaly
+        detection survives restarts at the cost of 0.1 write per run."""
+        count = self.learned.get(session.pipeline, 0) + 1
+        self.learned[session.pipeline] = count
+        baseline = self.anomaly.baselines.get(session.pipeline)
+        if count % BASELINE_EVERY or baseline is None:
+            return
+        namespace, _, name = session.pipeline.partition("/")
+        await self.kube.patch_status(
+            "pipelines", namespace, name, {"usageBaseline": baseline.to_dict()}
+        )
+
+    def restore_baseline(self, pipeline: str, data: Any) -> None:
+        """Seed the detector from a Pipeline status (after a restart)."""
+        if pipeline in self.anomaly.baselines or not isinstance(data, dict):
+            return
+        restored = AnomalyDetector.from_dict(
+            {"version": STATE_VERSION, "pipelines": {pipeline: data}}
+        ).baselines.get(pipeline)
+        if restored is not None:
+            self.anomaly.baselines[pipeline] = restored
 
     def _arm_deadline(self, session: Session) -> None:
         seconds = session.state.limits.max_seconds or session.state.pipeline.timeout_seconds
@@ -630,3 +659,8 @@ async def run_events(kube: Kube, run: dict[str, Any]) -> list[Event]:
 
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def spec_ref_pipeline(session: Session) -> str | None:
+    """The ``namespace/name`` of the run's Pipeline; None for inline pipelines."""
+    return None if session.pipeline == "inline" else session.pipeline
