@@ -481,3 +481,46 @@ def test_health_endpoint_reports_missing_crds(
     op = OperatorProcess(kubeconfig, tmp_path / "operator2.log")
     op.start()
     op.stop()
+
+
+def test_a_long_loop_keeps_the_stored_status_small(
+    cluster: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Status patches are merges: steps that leave the listed window must be deleted."""
+    long_loop = [
+        {
+            "apiVersion": "flujo.dev/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "long"},
+            "spec": {
+                "input": 0,
+                "pipeline": {
+                    "steps": [
+                        {
+                            "name": "count",
+                            "loop": {
+                                "maxIterations": 80,
+                                "exitWhen": "output >= 80",
+                                "steps": [{"name": "inc", "agent": "builtin.add"}],
+                            },
+                        }
+                    ]
+                },
+            },
+        }
+    ]
+    with running_operator(kubeconfig, tmp_path, FLUJO_STATUS_STEPS="10") as op:
+        cluster.apply(long_loop)
+        done = cluster(
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "pipelinerun/long",
+            "--timeout=120s",
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr + op.log()[-3000:]
+        status = get_json(cluster, "pipelinerun", "long")["status"]
+        assert status["output"] == {"value": 80} and status["progress"] == "80/80"
+        assert len(status["steps"]) <= 11  # the window, not all 80 iterations
+        assert "count/iter-80/inc" in status["steps"]
+        assert "count/iter-1/inc" not in status["steps"]

@@ -88,6 +88,8 @@ class Session:
     seen: set[tuple[str, int]] = field(default_factory=set)
     deleting: set[str] = field(default_factory=set)
     waiting: list[LaunchStep] = field(default_factory=list)
+    listed: set[str] = field(default_factory=set)
+    """Step paths the status lists now: a merge patch must null the ones it drops."""
     pipeline: str = "inline"
     """``namespace/name`` of the Pipeline, the metrics label of this run."""
     started_at: str = ""
@@ -207,6 +209,7 @@ class RunController:
             )
         state = new_run(pipeline, limits, caps)
         session = Session(ref=ref, state=state, agents=agents)
+        session.listed = set((status.get("steps") or {}).keys())
         if spec.pipeline_ref is not None:
             session.pipeline = f"{ref.namespace}/{spec.pipeline_ref.name}"
         session.started_at = status.get("startedAt") or self.clock()
@@ -500,6 +503,10 @@ class RunController:
     async def _persist(self, session: Session) -> None:
         state = session.state
         status = build_run_status(session.ref, state, session.journal, self.config)
+        shown = set(status["steps"])
+        for gone in session.listed - shown:
+            status["steps"][gone] = None  # JSON merge patch: null deletes the key
+        session.listed = shown
         status["startedAt"] = session.started_at
         status["traceparent"] = run_traceparent(session.ref.uid)
         status["observedGeneration"] = 1
