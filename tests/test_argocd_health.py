@@ -14,7 +14,7 @@ import pytest
 import yaml
 from lupa import lua51
 
-from flujo_operator.builders import _PHASES, condition
+from flujo_operator.builders import PHASES, condition
 from tests.test_chart import CHART, RELEASE, ensure_helm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ RUN_HEALTH = {
 
 
 def test_every_phase_the_operator_writes_has_a_health() -> None:
-    assert set(_PHASES.values()) <= set(RUN_HEALTH)
+    assert set(PHASES.values()) <= set(RUN_HEALTH)
 
 
 @pytest.mark.parametrize(("phase", "expected"), sorted(RUN_HEALTH.items()))

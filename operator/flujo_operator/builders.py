@@ -300,7 +300,7 @@ def decode_journal(text: str | None) -> list[dict[str, Any]]:
 
 # --- status ---------------------------------------------------------------------
 
-_PHASES = {
+PHASES = {
     "pending": "Pending",
     "running": "Running",
     "succeeded": "Succeeded",
@@ -361,7 +361,7 @@ def build_run_status(
             entry["message"] = (s.message or "")[:300]
         listed[s.path] = entry
     status: dict[str, Any] = {
-        "phase": _PHASES[state.phase],
+        "phase": PHASES[state.phase],
         "progress": f"{done}/{len(agent_steps) + state.forgotten_steps}",
         "usage": usage_status(state.usage),
         "launches": state.launches,

@@ -146,7 +146,7 @@ class ResourceController:
         await self.runs.retry_pending(namespace)
 
     async def _agent_names(self, namespace: str) -> set[str]:
-        return set(await self.runs._agents(namespace))
+        return set(await self.runs.read_agents(namespace))
 
     async def _evaluate(self, body: dict[str, Any], agents: set[str]) -> None:
         meta = body["metadata"]

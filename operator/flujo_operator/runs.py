@@ -174,7 +174,7 @@ class RunController:
             return
         agents = self.known_agents(ref.namespace)
         if check_agents(pipeline, agents):  # the cache may be cold or behind: ask the API
-            agents = await self._agents(ref.namespace)
+            agents = await self.read_agents(ref.namespace)
         problems = [f.message for f in check_pipeline(pipeline)]
         problems += [f.message for f in check_agents(pipeline, agents)]
         if problems:
@@ -253,7 +253,7 @@ class RunController:
         found.update(self.agents.get(namespace, {}))
         return found
 
-    async def _agents(self, namespace: str) -> dict[str, AgentSpec | None]:
+    async def read_agents(self, namespace: str) -> dict[str, AgentSpec | None]:
         """Agents of the namespace read from the API (refreshing the cache)."""
         fresh: dict[str, AgentSpec | None] = {}
         for obj in await self.kube.list("agents", namespace):
