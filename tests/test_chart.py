@@ -977,3 +977,23 @@ def test_the_grafana_dashboard_ships_behind_a_value(helm: Path) -> None:
     dashboard = one(objects, "ConfigMap")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["flujo-dashboard.json"]) == json.loads(source.read_text())
+
+
+def test_step_egress_to_anywhere_never_includes_cloud_metadata(helm: Path) -> None:
+    objects = render(
+        "--set",
+        "networkPolicy.steps.agentEndpoints[0].cidr=0.0.0.0/0",
+        "--set",
+        "networkPolicy.steps.agentEndpoints[0].ports[0]=443",
+    )
+    policy = next(
+        o for o in of_kind(objects, "NetworkPolicy") if o["metadata"]["name"].endswith("-steps")
+    )
+    blocks = [
+        t["ipBlock"]
+        for rule in policy["spec"]["egress"]
+        for t in rule.get("to", [])
+        if "ipBlock" in t
+    ]
+    anywhere = [b for b in blocks if b["cidr"] == "0.0.0.0/0"]
+    assert anywhere and all("169.254.0.0/16" in b.get("except", []) for b in anywhere)
