@@ -49,6 +49,7 @@ from flujo.security.policy import (
     enforce_input,
     use_policy,
 )
+from flujo.spec.agent import cost_caps
 from flujo.spec.limits import UsageLimits
 from flujo.spec.loader import Problem, SpecError
 from flujo.spec.pipeline import PipelineManifest, PipelineSpec
@@ -200,12 +201,7 @@ class Flujo:
 
     def _agent_caps(self) -> dict[str, float]:
         """Declared per-call cost caps, which turn on budget reservation."""
-        caps: dict[str, float] = {}
-        for entry in self.registry.list():
-            pricing = entry.spec.pricing if entry.spec is not None else None
-            if pricing is not None and pricing.max_cost_per_call is not None:
-                caps[entry.name] = pricing.max_cost_per_call
-        return caps
+        return cost_caps({entry.name: entry.spec for entry in self.registry.list()})
 
     def run(self, input: Any = None) -> RunResult:
         """Run to completion from synchronous code."""

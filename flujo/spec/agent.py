@@ -9,6 +9,7 @@ appears in a manifest, a status or a log.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -25,6 +26,7 @@ __all__ = [
     "RateLimitSpec",
     "ScriptedResponse",
     "SecretKeyRef",
+    "cost_caps",
 ]
 
 AgentType = Literal["openai", "http", "builtin", "scripted"]
@@ -142,6 +144,20 @@ class AgentSpec(SpecModel):
         if missing:
             raise ValueError(f"an agent of type {self.type!r} needs {', '.join(missing)}")
         return self
+
+
+def cost_caps(agents: Mapping[str, AgentSpec | None]) -> dict[str, float]:
+    """Agent name → declared maximum cost of one call: what budget reservation uses.
+
+    Shared by both executors so they start a run with the same caps.
+    """
+    return {
+        name: spec.pricing.max_cost_per_call
+        for name, spec in agents.items()
+        if spec is not None
+        and spec.pricing is not None
+        and spec.pricing.max_cost_per_call is not None
+    }
 
 
 class AgentManifest(SpecModel):

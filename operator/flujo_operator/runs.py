@@ -46,7 +46,7 @@ from flujo.observability.metrics import FlujoMetrics, MetricsObserver
 from flujo.observability.tracing import configure_tracing, record_run_span, run_traceparent
 from flujo.resilience.breaker import BreakerRegistry
 from flujo.runtime.envelope import EnvelopeError, decode_result
-from flujo.spec.agent import AgentSpec
+from flujo.spec.agent import AgentSpec, cost_caps
 from flujo.spec.pipeline import PipelineSpec
 from flujo.spec.run import PipelineRunSpec
 from flujo.spec.validation import check_agents, check_pipeline
@@ -195,11 +195,7 @@ class RunController:
                 terminal=False,
             )
             return
-        caps = {
-            name: a.pricing.max_cost_per_call
-            for name, a in agents.items()
-            if a is not None and a.pricing is not None and a.pricing.max_cost_per_call is not None
-        }
+        caps = cost_caps(agents)
         limits = spec.usage_limits
         if spec.timeout_seconds is not None:
             from flujo.spec.limits import UsageLimits
