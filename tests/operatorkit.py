@@ -31,7 +31,16 @@ class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_path: Path, **env: str) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
-        self.env = env
+        self.audit_path = log_path.parent / "audit.jsonl"
+        # The test servers listen on loopback, which the cluster profile refuses
+        # (in a cluster, loopback is the step pod itself): allow it, as an
+        # administrator's policy would allow an in-cluster model server.
+        self.env = {
+            "FLUJO_SECURITY_ALLOW_LOOPBACK": "true",
+            "FLUJO_SECURITY_ALLOW_HTTP_LOOPBACK": "true",
+            "FLUJO_AUDIT_LOG": str(self.audit_path),
+            **env,
+        }
         self.process: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.starts = 0

@@ -437,7 +437,13 @@ def test_a_one_mib_output_round_trips_through_pods_byte_for_byte(
             },
         }
     ]
-    with running_operator(kubeconfig, tmp_path) as op:
+    # The cluster profile caps inputs and outputs at 1 MiB; these are a little more.
+    with running_operator(
+        kubeconfig,
+        tmp_path,
+        FLUJO_SECURITY_MAX_INPUT_BYTES=str(2 << 20),
+        FLUJO_SECURITY_MAX_OUTPUT_BYTES=str(2 << 20),
+    ) as op:
         # `create`, not `apply`: apply would copy the 1 MiB spec into an annotation
         cluster("create", "-f", "-", input=yaml.safe_dump_all(big))
         done = cluster(

@@ -300,6 +300,13 @@ CATALOGUE: tuple[MetricDef, ...] = (
         "Kubernetes API calls that failed, by verb and error class.",
         ("verb", "error_class"),
     ),
+    MetricDef(
+        "flujo_operator_api_throttle_seconds",
+        "histogram",
+        "Time API requests waited for the operator's API or pod-creation budget, by verb.",
+        ("verb",),
+        _WAIT,
+    ),
 )
 
 
@@ -432,6 +439,9 @@ class FlujoMetrics:
 
     def api_error(self, verb: str, status: int | None) -> None:
         self.inc("flujo_operator_api_errors", verb=verb, error_class=api_error_class(status))
+
+    def api_throttled(self, verb: str, seconds: float) -> None:
+        self.observe("flujo_operator_api_throttle_seconds", max(0.0, seconds), verb=verb)
 
     def set_runs_pending(self, count: int) -> None:
         self.set_gauge("flujo_operator_runs_pending", count)

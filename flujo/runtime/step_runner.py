@@ -26,6 +26,7 @@ from flujo.domain.errors import AgentError
 from flujo.engine.commands import LaunchStep
 from flujo.engine.events import StepFailed, StepSucceeded
 from flujo.runtime.calls import call_agent, failed
+from flujo.security.policy import OutputGuard, SecurityPolicy, use_policy
 from flujo.spec.agent import AgentManifest, AgentSpec
 from flujo.spec.base import ObjectMeta
 
@@ -43,23 +44,29 @@ class LaunchDocument(BaseModel):
     launch: LaunchStep
     agent: dict[str, Any] | None = None
     """The agent's manifest spec; None for the ``builtin.*`` presets."""
+    policy: dict[str, Any] | None = None
+    """The security policy of the run's namespace; None: no checks (a local ``step-run``)."""
 
 
 async def execute(document: LaunchDocument) -> StepSucceeded | StepFailed:
     """Call the agent once; every failure becomes a classified ``StepFailed``."""
     cmd = document.launch
     registry = AgentRegistry()
+    policy = SecurityPolicy.model_validate(document.policy) if document.policy else None
     try:
-        if document.agent is not None:
-            spec = AgentSpec.model_validate(document.agent)
-            manifest = AgentManifest(metadata=ObjectMeta(name=cmd.agent), spec=spec)
-            registry.register_manifest(manifest, provenance="cluster")
-        try:
-            agent = registry.get(cmd.agent)
-        except (KeyError, AgentError) as exc:
-            error = exc if isinstance(exc, AgentError) else AgentError(errors.CONFIG, str(exc))
-            return failed(cmd, error)
-        return await call_agent(agent, cmd, run_id=document.run)
+        with use_policy(policy):
+            if document.agent is not None:
+                spec = AgentSpec.model_validate(document.agent)
+                manifest = AgentManifest(metadata=ObjectMeta(name=cmd.agent), spec=spec)
+                registry.register_manifest(manifest, provenance="cluster")
+            try:
+                agent = registry.get(cmd.agent)
+            except (KeyError, AgentError) as exc:
+                error = exc if isinstance(exc, AgentError) else AgentError(errors.CONFIG, str(exc))
+                return failed(cmd, error)
+            if policy is not None:
+                agent = OutputGuard(agent, cmd.agent, policy)
+            return await call_agent(agent, cmd, run_id=document.run)
     finally:
         await registry.aclose()
 

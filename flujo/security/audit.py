@@ -522,8 +522,13 @@ class AuditObserver:
         pipeline: str,
         namespace: str | None = None,
         key: Hashable | None = None,
+        agents: Mapping[str, AgentDescription] | None = None,
     ) -> None:
-        """Record one ``advance`` step of a run (the operator's entry point)."""
+        """Record one ``advance`` step of a run (the operator's entry point).
+
+        ``agents`` describes the agents this run can call, when they differ
+        per run (the operator: each namespace has its own Agents).
+        """
         now = self.clock()
         key = key if key is not None else run_id
         run = self._runs.get(key)
@@ -535,7 +540,7 @@ class AuditObserver:
             if isinstance(event, RunStarted):
                 self._started(run, event, state)
         if isinstance(event, StepSucceeded | StepFailed | StepCancelled):
-            self._call(run, event, state, now)
+            self._call(run, event, state, now, agents)
         if state.breach is not None and not run.breach_reported:
             run.breach_reported = True
             breach = state.breach
@@ -561,15 +566,18 @@ class AuditObserver:
                 self._finished(run, command, state, now)
                 self._runs.pop(key, None)
 
-    def _describe(self, name: str) -> tuple[str, str | None]:
-        info = self.agents.get(name)
+    def _describe(
+        self, name: str, agents: Mapping[str, AgentDescription] | None = None
+    ) -> tuple[str, str | None]:
+        known = self.agents if agents is None else agents
+        info = known.get(name)
         if isinstance(info, AgentSpec):
             return info.type, info.model
         if isinstance(info, tuple):
             return info
         if name.startswith("builtin."):
             return "builtin", None
-        return ("python", None) if name in self.agents else ("unknown", None)
+        return ("python", None) if name in known else ("unknown", None)
 
     def _started(self, run: _Run, event: RunStarted, state: RunState) -> None:
         content = self.log.include_content
@@ -594,11 +602,12 @@ class AuditObserver:
         event: StepSucceeded | StepFailed | StepCancelled,
         state: RunState,
         now: float,
+        agents: Mapping[str, AgentDescription] | None = None,
     ) -> None:
         launch = run.launches.pop((event.path, event.attempt), None)
         step = state.steps.get(event.path)
         agent = launch.agent if launch else (step.agent if step and step.agent else "unknown")
-        agent_type, model = self._describe(agent)
+        agent_type, model = self._describe(agent, agents)
         content = self.log.include_content
         outcome: Literal["succeeded", "failed", "cancelled"] = (
             "succeeded"

@@ -386,7 +386,8 @@ def policy_from_env(
 ) -> PolicyConfig:
     """The policy a process was configured with through its environment.
 
-    ``FLUJO_SECURITY_PROFILE`` (or ``profile``) picks the defaults;
+    ``FLUJO_SECURITY_PROFILE``, else the file's ``profile``, else ``profile``
+    picks the defaults;
     ``FLUJO_SECURITY_POLICY`` names a file (or holds inline JSON); then each
     ``FLUJO_SECURITY_<FIELD>`` variable (``REQUIRE_HTTPS``, ``ALLOWED_HOSTS``
     as a comma-separated list, …) overrides that field for every namespace.
@@ -402,7 +403,10 @@ def policy_from_env(
         config = load_policy(source)
     else:
         config = PolicyConfig()
-    chosen = env.get(PROFILE_ENV, "").strip() or profile
+    # The variable wins; then a profile the file names; then the caller's default.
+    chosen = env.get(PROFILE_ENV, "").strip() or (
+        None if "profile" in config.model_fields_set else profile
+    )
     if chosen:
         if chosen not in ("embedded", "cluster"):
             raise PolicyError(f"{PROFILE_ENV} must be embedded or cluster, got {chosen!r}")

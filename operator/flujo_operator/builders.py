@@ -100,21 +100,37 @@ def _secret_env(spec: AgentSpec | None) -> list[dict[str, Any]]:
     return [env[k] for k in sorted(env)]
 
 
-def launch_document(run: RunRef, cmd: LaunchStep, agent: AgentSpec | None) -> str:
+def launch_document(
+    run: RunRef,
+    cmd: LaunchStep,
+    agent: AgentSpec | None,
+    policy: dict[str, Any] | None = None,
+) -> str:
     doc = LaunchDocument(
         run=run.name,
         launch=cmd,
         agent=agent.model_dump(by_alias=True, exclude_none=True, mode="json") if agent else None,
+        policy=policy,
     )
-    return doc.model_dump_json()
+    return doc.model_dump_json(exclude={"policy"} if policy is None else None)
 
 
 def build_step_pod(
-    run: RunRef, cmd: LaunchStep, agent: AgentSpec | None, config: Config
+    run: RunRef,
+    cmd: LaunchStep,
+    agent: AgentSpec | None,
+    config: Config,
+    *,
+    policy: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The step-runner pod for one launch, and a ConfigMap when the input is too big."""
+    """The step-runner pod for one launch, and a ConfigMap when the input is too big.
+
+    ``policy`` is the namespace's security policy (its JSON form): the step
+    runner builds the agent under it — endpoint resolved and checked again
+    inside the pod, output size capped.
+    """
     name = pod_name(run.name, cmd.path, cmd.attempt)
-    document = launch_document(run, cmd, agent)
+    document = launch_document(run, cmd, agent, policy)
     labels = {
         LABEL_RUN: run.name,
         LABEL_STEP: _digest(cmd.path, 16),

@@ -20,6 +20,15 @@
 | ``FLUJO_PEERING`` | (none) | kopf peering object name: set it to run several replicas (HA) |
 | ``FLUJO_LOG_FORMAT`` | ``text`` | ``json`` for structured logs |
 | ``FLUJO_HEALTH_PORT`` | ``8080`` | liveness/readiness endpoint port (``0`` disables) |
+| ``FLUJO_API_QPS`` / ``_BURST`` | ``50`` / ``100`` | API requests per second, and burst (0: none) |
+| ``FLUJO_POD_CREATE_QPS`` / ``_BURST`` | ``20`` / ``50`` | pods created per second, and burst |
+| ``FLUJO_AUDIT_LOG`` | ``stdout`` | audit JSON lines: ``stdout``, ``stderr``, a path, ``off`` |
+| ``FLUJO_AUDIT_CONTENT`` | ``false`` | ``true`` adds inputs, outputs and messages to audit events |
+| ``FLUJO_SECURITY_POLICY`` | (none) | policy file or inline JSON (profile: ``cluster``) |
+
+``FLUJO_SECURITY_PROFILE`` and ``FLUJO_SECURITY_<FIELD>`` variables work as
+for ``flujo run`` (``docs/security.md``): the policy file's per-namespace
+overrides apply to the runs, Pipelines and Agents of that namespace.
 
 Standard ``OTEL_*`` variables (for example ``OTEL_EXPORTER_OTLP_ENDPOINT``)
 turn on tracing and are passed on to step pods.
@@ -35,6 +44,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from flujo.security.policy import PolicyConfig, PolicyError, SecurityPolicy, policy_from_env
 
 __all__ = ["Config", "ConfigError"]
 
@@ -54,6 +65,30 @@ def _json(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
     if not isinstance(value, kind):
         raise ConfigError(f"{name} must be a JSON {kind.__name__}")
     return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number not below 0")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -93,6 +128,19 @@ class Config:
     health_port: int = 8080
     otel: dict[str, str] = field(default_factory=dict)
     """The operator's ``OTEL_*`` variables, passed on to step pods (one trace per run)."""
+    api_qps: float = 50.0
+    api_burst: int = 100
+    pod_create_qps: float = 20.0
+    pod_create_burst: int = 50
+    audit_log: str = "stdout"
+    """Where audit events go; ``off`` writes none."""
+    audit_content: bool = False
+    security: PolicyConfig = field(default_factory=lambda: PolicyConfig(profile="cluster"))
+    """The security policy: cluster profile, file defaults, per-namespace overrides."""
+
+    def policy(self, namespace: str) -> SecurityPolicy:
+        """The policy in force for one namespace's runs, Pipelines and Agents."""
+        return self.security.policy(namespace)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -109,6 +157,11 @@ class Config:
         log_format = env.get("FLUJO_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             raise ConfigError(f"FLUJO_LOG_FORMAT must be text or json, got {log_format!r}")
+        try:
+            security = policy_from_env(env, profile="cluster")
+        except PolicyError as exc:
+            raise ConfigError(str(exc)) from None
+        audit_log = env.get("FLUJO_AUDIT_LOG", "").strip() or "stdout"
         return cls(
             namespaces=namespaces,
             step_image=env.get("FLUJO_STEP_IMAGE", cls.step_image),
@@ -133,4 +186,11 @@ class Config:
             otel={k: v for k, v in sorted(env.items()) if k.startswith("OTEL_")},
             log_format=log_format,
             health_port=_int(env, "FLUJO_HEALTH_PORT", cls.health_port),
+            api_qps=_float(env, "FLUJO_API_QPS", cls.api_qps),
+            api_burst=max(1, _int(env, "FLUJO_API_BURST", cls.api_burst)),
+            pod_create_qps=_float(env, "FLUJO_POD_CREATE_QPS", cls.pod_create_qps),
+            pod_create_burst=max(1, _int(env, "FLUJO_POD_CREATE_BURST", cls.pod_create_burst)),
+            audit_log=audit_log,
+            audit_content=_bool(env, "FLUJO_AUDIT_CONTENT", cls.audit_content),
+            security=security,
         )

@@ -16,11 +16,12 @@ from typing import Any
 
 import kopf
 from flujo.observability.metrics import FlujoMetrics, serve_metrics
+from flujo.security.audit import open_audit_log
 from flujo.spec.base import API_GROUP
 
 from flujo_operator.builders import LABEL_RUN
 from flujo_operator.config import Config
-from flujo_operator.kube import Kube, connect
+from flujo_operator.kube import Budget, Kube, connect
 from flujo_operator.resources import ResourceController
 from flujo_operator.runs import RunController
 
@@ -37,14 +38,35 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if config.namespaces:
         # Namespaced installs have no cluster-wide RBAC: don't scan CRDs or namespaces.
         settings.scanning.disabled = True
-    kube = Kube(connect())
     metrics = FlujoMetrics()
+    kube = Kube(
+        connect(),
+        api_budget=Budget(config.api_qps, config.api_burst),
+        pod_budget=Budget(config.pod_create_qps, config.pod_create_burst),
+        metrics=metrics,
+    )
     if config.metrics_port:
         memo.metrics_server = serve_metrics(config.metrics_port, metrics.registry, addr="0.0.0.0")
-    runs = RunController(kube, config, metrics=metrics)
+    audit = None
+    if config.audit_log != "off":
+        try:
+            audit = open_audit_log(config.audit_log, include_content=config.audit_content)
+        except OSError as exc:
+            raise kopf.PermanentError(
+                f"FLUJO_AUDIT_LOG: cannot open {config.audit_log}: {exc.strerror or exc}"
+            ) from None
+    memo.audit = audit
+    runs = RunController(kube, config, metrics=metrics, audit=audit)
     memo.runs = runs
     memo.kube = kube
-    memo.resources = ResourceController(kube, runs)
+    memo.resources = ResourceController(kube, runs, audit=audit)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    audit = memo.get("audit")
+    if audit is not None:
+        audit.close()
 
 
 @kopf.on.event(API_GROUP, VERSION, "pipelineruns")

@@ -17,7 +17,10 @@ import logging
 from typing import Any
 
 from flujo.resilience.breaker import BreakerRegistry, BreakerState, MemoryBreakerStateStore
+from flujo.security.audit import AuditLog
+from flujo.security.policy import check_agent_policy, check_pipeline_policy
 from flujo.spec.agent import AgentSpec
+from flujo.spec.loader import format_loc
 from flujo.spec.pipeline import PipelineSpec
 from flujo.spec.validation import check_agents, check_pipeline
 from pydantic import ValidationError
@@ -46,9 +49,10 @@ def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 
 class ResourceController:
-    def __init__(self, kube: Kube, runs: RunController) -> None:
+    def __init__(self, kube: Kube, runs: RunController, audit: AuditLog | None = None) -> None:
         self.kube = kube
         self.runs = runs
+        self.audit = audit
         self.store = MemoryBreakerStateStore()
         self.breakers: BreakerRegistry = runs.breakers
         self.breakers.store = self.store
@@ -59,6 +63,8 @@ class ResourceController:
     # --- Agents -------------------------------------------------------------------
 
     async def on_agent(self, kind: str, body: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit.config_changed_from_body("Agent", kind, body)
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         key = f"{namespace}/{name}"
@@ -94,7 +100,7 @@ class ResourceController:
             if state["opened_at"]:
                 circuit["openedAt"] = state["opened_at"]
         try:
-            AgentSpec.model_validate(body.get("spec") or {})
+            spec = AgentSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             return {
                 "resolved": False,
@@ -102,9 +108,13 @@ class ResourceController:
                 "circuit": circuit,
                 "observedGeneration": meta.get("generation", 1),
             }
+        # Allowed or not, the Agent stays in the registry: the runs that use it are
+        # refused with the policy's reason (PolicyDenied), not with "unknown agent".
+        denied = check_agent_policy(meta["name"], spec, self.runs.policy(meta["namespace"]))
         return {
             "resolved": True,
-            "message": "",
+            "allowed": not denied,
+            "message": ("refused by the security policy: " + "; ".join(denied)) if denied else "",
             "circuit": circuit,
             "observedGeneration": meta.get("generation", 1),
         }
@@ -112,6 +122,11 @@ class ResourceController:
     def _circuit_changed(self, name: str, old: str, new: str) -> None:
         namespace, _, agent = name.partition("/")
         log.info("agent %s: circuit %s -> %s", name, old, new)
+        if self.audit is not None:
+            state = self.store.get(name)
+            self.audit.circuit_transition(
+                name, old, new, failures=state["fail_counter"] if state else None
+            )
         task = asyncio.get_running_loop().create_task(self._write_circuit(namespace, agent))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -124,6 +139,8 @@ class ResourceController:
     # --- Pipelines ----------------------------------------------------------------
 
     async def on_pipeline(self, kind: str, body: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit.config_changed_from_body("Pipeline", kind, body)
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         self.runs.pipelines.pop((namespace, name), None)
         if kind == "DELETED":
@@ -135,20 +152,20 @@ class ResourceController:
             self.runs.pipelines[namespace, name] = PipelineSpec.model_validate(
                 body.get("spec") or {}
             )
-        agents = await self._agent_names(namespace)
+        agents = await self._agents(namespace)
         await self._evaluate(body, agents)
         await self.runs.retry_pending(namespace)
 
     async def reevaluate(self, namespace: str) -> None:
-        agents = await self._agent_names(namespace)
+        agents = await self._agents(namespace)
         for pipeline in await self.kube.list("pipelines", namespace):
             await self._evaluate(pipeline, agents)
         await self.runs.retry_pending(namespace)
 
-    async def _agent_names(self, namespace: str) -> set[str]:
-        return set(await self.runs.read_agents(namespace))
+    async def _agents(self, namespace: str) -> dict[str, AgentSpec | None]:
+        return await self.runs.read_agents(namespace)
 
-    async def _evaluate(self, body: dict[str, Any], agents: set[str]) -> None:
+    async def _evaluate(self, body: dict[str, Any], agents: dict[str, AgentSpec | None]) -> None:
         meta = body["metadata"]
         now = now_iso()
         status: dict[str, Any] = {"observedGeneration": meta.get("generation", 1)}
@@ -165,12 +182,17 @@ class ResourceController:
             missing = sorted(
                 {m.split("'")[1] for m in (f.message for f in check_agents(spec, agents))}
             )
+            reason = "InvalidSpec" if problems else "Valid"
+            if not problems:
+                denied = check_pipeline_policy(spec, agents, self.runs.policy(meta["namespace"]))
+                problems = [f"{format_loc(f.loc)}: {f.message}" for f in denied]
+                reason = "PolicyDenied" if denied else reason
             status["missingAgents"] = missing
             status["conditions"] = [
                 condition(
                     "Valid",
                     "False" if problems else "True",
-                    "InvalidSpec" if problems else "Valid",
+                    reason,
                     "; ".join(problems),
                     now,
                 ),

@@ -46,7 +46,10 @@ from flujo.observability.metrics import FlujoMetrics, MetricsObserver
 from flujo.observability.tracing import configure_tracing, record_run_span, run_traceparent
 from flujo.resilience.breaker import BreakerRegistry
 from flujo.runtime.envelope import EnvelopeError, decode_result
+from flujo.security.audit import AuditLog, AuditObserver
+from flujo.security.policy import SecurityPolicy, check_input, check_pipeline_policy
 from flujo.spec.agent import AgentSpec, cost_caps
+from flujo.spec.loader import format_loc
 from flujo.spec.pipeline import PipelineSpec
 from flujo.spec.run import PipelineRunSpec
 from flujo.spec.validation import check_agents, check_pipeline
@@ -105,8 +108,11 @@ class RunController:
         breakers: BreakerRegistry | None = None,
         clock: Callable[[], str] = now_iso,
         metrics: FlujoMetrics | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.kube = kube
+        self.audit = audit
+        self.auditor = AuditObserver(audit) if audit is not None else None
         self.config = config
         self.breakers = breakers or BreakerRegistry(
             fail_max=config.breaker_fail_max, reset_timeout=config.breaker_reset_seconds
@@ -125,8 +131,25 @@ class RunController:
         """namespace → valid Agents, kept current by the Agent watch (a cache, not truth)."""
         self.pipelines: dict[tuple[str, str], PipelineSpec] = {}
         """(namespace, name) → valid Pipeline specs, kept current by the Pipeline watch."""
+        self._policies: dict[str, SecurityPolicy] = {}
+        self._launch_policies: dict[str, dict[str, Any]] = {}
         self.running_pods: dict[str, set[str]] = {}
         """namespace → names of step pods created and not yet finished."""
+
+    def policy(self, namespace: str) -> SecurityPolicy:
+        """The security policy of a namespace (the cluster profile, then overrides)."""
+        policy = self._policies.get(namespace)
+        if policy is None:
+            policy = self._policies[namespace] = self.config.policy(namespace)
+        return policy
+
+    def launch_policy(self, namespace: str) -> dict[str, Any]:
+        """The policy as step pods receive it in their launch document."""
+        data = self._launch_policies.get(namespace)
+        if data is None:
+            data = self.policy(namespace).model_dump(by_alias=True, mode="json")
+            self._launch_policies[namespace] = data
+        return data
 
     def _lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -184,6 +207,20 @@ class RunController:
                 else ("PipelineInvalid")
             )
             await self._refuse(ref, reason, "; ".join(problems), terminal=False)
+            return
+        policy = self.policy(ref.namespace)
+        denied = check_pipeline_policy(pipeline, agents, policy)
+        if denied:
+            # Pending, not Failed: the Pipeline, an Agent or the policy may still change.
+            message = "; ".join(f"{format_loc(f.loc)}: {f.message}" for f in denied)
+            self._audit_denied("PipelineRun", ref, message, format_loc(denied[0].loc))
+            await self._refuse(ref, "PolicyDenied", message, terminal=False)
+            return
+        refused = check_input(spec.input, policy)
+        if refused:
+            message = f"spec.input: {refused[0]}"
+            self._audit_denied("PipelineRun", ref, message, "spec.input")
+            await self._refuse(ref, "InputRefused", message, terminal=True)
             return
         running = sum(1 for s in self.sessions.values() if s.ref.namespace == ref.namespace)
         if running >= self.config.max_running_runs:
@@ -259,6 +296,10 @@ class RunController:
                 continue
         self.agents[namespace] = fresh
         return self.known_agents(namespace)
+
+    def _audit_denied(self, kind: str, ref: RunRef, message: str, where: str) -> None:
+        if self.audit is not None:
+            self.audit.policy_denied(kind, ref.name, message, field=where, namespace=ref.namespace)
 
     async def _refuse(self, ref: RunRef, reason: str, message: str, terminal: bool) -> None:
         """The run does not start (yet): say why in its status."""
@@ -397,6 +438,17 @@ class RunController:
             self.observer.observe_run(
                 event, session.state, commands, pipeline=session.pipeline, key=session.ref.uid
             )
+            if self.auditor is not None:
+                self.auditor.observe_run(
+                    event,
+                    session.state,
+                    commands,
+                    run_id=session.ref.uid,
+                    pipeline=session.pipeline,
+                    namespace=session.ref.namespace,
+                    key=session.ref.uid,
+                    agents=session.agents,
+                )
             if session.state.ignored_events == ignored:
                 session.journal.append(entry)
                 if agent is not None:
@@ -478,7 +530,11 @@ class RunController:
         if name not in pods and len(pods) >= self.config.max_running_pods:
             return False
         pod, config_map = build_step_pod(
-            session.ref, cmd, session.agents.get(cmd.agent), self.config
+            session.ref,
+            cmd,
+            session.agents.get(cmd.agent),
+            self.config,
+            policy=self.launch_policy(namespace),
         )
         if config_map is not None:
             await self.kube.create_config_map(config_map)
