@@ -30,6 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 ERROR_CHOICES = [errors.TRANSIENT, errors.PERMANENT, errors.TIMEOUT, errors.CIRCUIT_OPEN]
+ECHO = "<echo>"
+"""An output choice: answer with the launch's input (so a batch gets a list of its size)."""
 
 
 @st.composite
@@ -90,15 +92,16 @@ def pipelines(draw: st.DrawFn) -> dict[str, Any]:
                     ],
                 },
             }
-        return {
-            "name": name("map"),
-            "map": {
-                "items": "[1, 2, 3][:" + str(draw(st.integers(0, 3))) + "]",
-                "maxConcurrency": draw(st.sampled_from([None, 2])),
-                "onItemFailure": draw(st.sampled_from(["failFast", "ignore"])),
-                "steps": body(depth + 1),
-            },
+        mp: dict[str, Any] = {
+            "items": "[1, 2, 3][:" + str(draw(st.integers(0, 3))) + "]",
+            "maxConcurrency": draw(st.sampled_from([None, 2])),
+            "onItemFailure": draw(st.sampled_from(["failFast", "ignore"])),
+            "steps": body(depth + 1),
         }
+        batch_size = draw(st.sampled_from([None, None, 1, 2]))
+        if batch_size is not None:
+            mp["batchSize"] = batch_size  # the body gets lists; ECHO answers them in kind
+        return {"name": name("map"), "map": mp}
 
     return {"steps": seq(0)}
 
@@ -146,10 +149,11 @@ def run_randomly(spec: PipelineSpec, limits: UsageLimits, data: st.DataObject) -
         )
         event: Any
         if roll < 70:
+            output = data.draw(st.sampled_from(["x", "y", "stop", 1, ECHO]))
             event = StepSucceeded(
                 path=path,
                 attempt=launch.attempt,
-                output=data.draw(st.sampled_from(["x", "y", "stop", 1])),
+                output=launch.input if output == ECHO else output,
                 usage=usage,
             )
             succeeded.add(path)

@@ -10,6 +10,10 @@ input and the agent's ``config``; in a manifest::
 
 The plain transforms are also pre-registered as ``builtin.<name>`` (for
 example ``builtin.upper``) so a pipeline can use them without a manifest.
+
+``config.each: true`` makes any transform a *batch* agent: its input must be
+a list and it applies the transform to every element, returning the list of
+results — what the body of a map with ``batchSize`` must do.
 """
 
 from __future__ import annotations
@@ -134,7 +138,16 @@ class BuiltinAgent(BaseAgent):
             )
         self.transform = transform
         self.config = dict(config or {})
+        # Batch mode: apply the transform to every element of a list input.
+        self.each = self.config.get("each", False) is True
         self._fn = BUILTINS[transform]
 
     def run_sync(self, data: Any, context: AgentContext) -> AgentOutput:
-        return AgentOutput(self._fn(data, self.config))
+        if not self.each:
+            return AgentOutput(self._fn(data, self.config))
+        if not isinstance(data, list):
+            raise AgentError(
+                SCHEMA,
+                f"{self.transform} (each: true): input must be a list, got {type(data).__name__}",
+            )
+        return AgentOutput([self._fn(x, self.config) for x in data])

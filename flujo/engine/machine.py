@@ -44,7 +44,7 @@ from flujo.engine.events import (
 from flujo.engine.plan import Plan, child_path, split_scope
 from flujo.engine.state import Breach, DeferredLaunch, RunState, StepState
 from flujo.spec.limits import UsageLimits
-from flujo.spec.pipeline import PipelineSpec, RetrySpec, StepSpec
+from flujo.spec.pipeline import MapSpec, PipelineSpec, RetrySpec, StepSpec
 
 __all__ = ["advance", "describe_breach", "new_run", "plan_of"]
 
@@ -314,7 +314,10 @@ def _start_map(b: _Batch, s: StepState, spec: StepSpec, data: Any) -> None:
         )
         return
     s.items = list(items)
-    s.scopes = [f"item-{i}" for i in range(len(items))]
+    if mp.batch_size is None:
+        s.scopes = [f"item-{i}" for i in range(len(items))]
+    else:
+        s.scopes = [f"batch-{k}" for k in range(-(-len(items) // mp.batch_size))]
     s.queued = list(s.scopes)
     if not items:
         _node_done(b, s, [])
@@ -414,10 +417,30 @@ def _seq_done(b: _Batch, prefix: str, output: Any) -> None:
     elif spec.conditional is not None:
         _node_done(b, owner, output)
     else:
+        if spec.map is not None and spec.map.batch_size is not None:
+            problem = _batch_problem(owner, spec.map, key, output)
+            if problem is not None:
+                _scope_failed(b, owner, spec, key, errors.SCHEMA, problem, prefix)
+                return
         owner.results[key] = output
         owner.scope_phases[key] = "succeeded"
         owner.active -= 1
         _fill(b, owner, spec)
+
+
+def _batch_problem(owner: StepState, mp: MapSpec, key: str, output: Any) -> str | None:
+    """Why a batch's output cannot be spread over its items, or None if it can."""
+    expected = len(_map_input(owner, mp, key)[1])
+    last = mp.steps[-1].name
+    rule = "a batched map needs a list with one result per item"
+    if not isinstance(output, list | tuple):
+        return f"the body's last step {last} returned {type(output).__name__}; {rule}"
+    if len(output) != expected:
+        return (
+            f"the body's last step {last} returned {len(output)} results "
+            f"for {expected} items; {rule}"
+        )
+    return None
 
 
 def _loop_iteration_done(b: _Batch, s: StepState, spec: StepSpec, output: Any) -> None:
@@ -505,6 +528,19 @@ def _node_failed(b: _Batch, s: StepState, error_class: str, message: str, origin
     if spec.loop is not None or spec.conditional is not None:
         _node_failed(b, owner, error_class, message, origin)
         return
+    _scope_failed(b, owner, spec, key, error_class, message, origin)
+
+
+def _scope_failed(
+    b: _Batch,
+    owner: StepState,
+    spec: StepSpec,
+    key: str,
+    error_class: str,
+    message: str,
+    origin: str,
+) -> None:
+    """A branch (or map item / batch) of ``owner`` failed: apply the failure policy."""
     owner.scope_phases[key] = "failed"
     owner.active -= 1
     if owner.error_class is None:
@@ -534,9 +570,8 @@ def _fill(b: _Batch, s: StepState, spec: StepSpec) -> None:
             branch = next(br for br in spec.parallel.branches if br.name == key)
             _start_seq(b, f"{s.path}/{key}", branch.steps, s.input)
         else:
-            index = int(key[5:])
-            assert s.items is not None
-            _start_seq(b, f"{s.path}/{key}", fan.steps, s.items[index])  # type: ignore[union-attr]
+            assert spec.map is not None
+            _start_seq(b, f"{s.path}/{key}", spec.map.steps, _map_input(s, spec.map, key)[1])
     if s.phase != "running" or s.queued:
         return
     if s.active:
@@ -561,9 +596,18 @@ class _MergeError:
 
 
 def _merge(s: StepState, spec: StepSpec) -> Any:
-    ok = [k for k in s.scopes if s.scope_phases.get(k) == "succeeded"]
     if spec.map is not None:
-        return [s.results.get(k) for k in s.scopes]
+        if spec.map.batch_size is None:
+            return [s.results.get(k) for k in s.scopes]
+        # Batches are spread back over their items: the same list an unbatched map gives.
+        flat: list[Any] = []
+        for k in s.scopes:
+            if k in s.results:
+                flat.extend(s.results[k])
+            else:
+                flat.extend([None] * len(_map_input(s, spec.map, k)[1]))
+        return flat
+    ok = [k for k in s.scopes if s.scope_phases.get(k) == "succeeded"]
     assert spec.parallel is not None
     strategy = spec.parallel.merge
     if strategy == "dict":
@@ -773,6 +817,18 @@ class _StepsView(Mapping[str, Mapping[str, Any]]):
         return len(self._state.latest)
 
 
+def _map_input(owner: StepState, mp: MapSpec, key: str) -> tuple[int, Any]:
+    """A map scope's ``index`` and body input: ``item-N`` → the item, ``batch-K`` → the
+    batch's list of items."""
+    assert owner.items is not None
+    if mp.batch_size is None:
+        index = int(key[5:])
+        return index, owner.items[index]
+    index = int(key[6:])
+    start = index * mp.batch_size
+    return index, owner.items[start : start + mp.batch_size]
+
+
 def _scope_vars(b: _Batch, path: str, data: Any) -> dict[str, Any]:
     """Template variables visible at ``path``: run input, previous output, scopes."""
     st = b.state
@@ -792,9 +848,9 @@ def _scope_vars(b: _Batch, path: str, data: Any) -> dict[str, Any]:
         if owner.kind == "loop":
             scope["iteration"] = int(key[5:])
         elif owner.kind == "map" and owner.items is not None:
-            index = int(key[5:])
-            scope["index"] = index
-            scope["item"] = owner.items[index]
+            mp = b.plan.nodes[owner.name].spec.map
+            assert mp is not None
+            scope["index"], scope["item"] = _map_input(owner, mp, key)
         else:
             scope["branch"] = key
     return scope

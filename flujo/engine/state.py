@@ -55,7 +55,7 @@ class StepState:
     branch: str | None = None
     items: list[Any] | None = None
     scopes: list[str] = field(default_factory=list)
-    """parallel/map: scope keys (branch names, ``item-N``) in declared order."""
+    """parallel/map: scope keys (branch names, ``item-N``, ``batch-K``) in declared order."""
     queued: list[str] = field(default_factory=list)
     """parallel/map: scope keys not started yet (maxConcurrency)."""
     results: dict[str, Any] = field(default_factory=dict)

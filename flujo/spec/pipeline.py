@@ -131,15 +131,32 @@ class ParallelSpec(SpecModel):
 
 
 class MapSpec(SpecModel):
-    """Run the body once per item of a list, concurrently; the output is the list of results."""
+    """Run the body once per item of a list, concurrently; the output is the list of results.
+
+    With ``batchSize`` the body runs once per *batch* of up to that many
+    consecutive items instead: ``item`` is the batch (a list) and ``index``
+    the batch number; the body must return one result per item, and the
+    map's output is the same flat list an unbatched map gives.
+    """
 
     items: str = Field(description="Jinja expression giving the list to fan out over.")
     steps: list[StepSpec] = Field(
-        min_length=1, max_length=MAX_SEQUENCE, description="Body run per item."
+        min_length=1, max_length=MAX_SEQUENCE, description="Body run per item (or per batch)."
     )
-    max_concurrency: int | None = Field(None, ge=1, description="Items running at once.")
-    on_item_failure: FailurePolicy = Field("failFast", description="As parallel.onBranchFailure.")
+    max_concurrency: int | None = Field(
+        None, ge=1, description="Items (batches, with batchSize) running at once."
+    )
+    on_item_failure: FailurePolicy = Field(
+        "failFast", description="As parallel.onBranchFailure; applies per batch with batchSize."
+    )
     max_items: int = Field(1000, ge=1, le=100_000, description="Refuse lists longer than this.")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Run the body once per batch of up to this many items: its input (item) "
+        "is the list of the batch's items and it must return a list of as many results.",
+    )
 
 
 class StepSpec(SpecModel):

@@ -64,7 +64,7 @@ def _templates(step: StepSpec, loc: Loc) -> Iterator[tuple[Any, bool, Loc]]:
 
 
 def check_pipeline(spec: PipelineSpec) -> list[Finding]:
-    """Names, nesting depth, branches, templates and retry classes."""
+    """Names, nesting depth, branches, map batch sizes, templates and retry classes."""
     found: list[Finding] = []
     seen: dict[str, Loc] = {}
     steps = list(walk_steps(spec.steps))
@@ -104,6 +104,18 @@ def check_pipeline(spec: PipelineSpec) -> list[Finding]:
                         f"default {step.conditional.default!r} names no branch",
                     )
                 )
+        if (
+            step.map is not None
+            and step.map.batch_size is not None
+            and step.map.batch_size > step.map.max_items
+        ):
+            found.append(
+                Finding(
+                    (*loc, "map", "batchSize"),
+                    f"batchSize {step.map.batch_size} exceeds maxItems "
+                    f"{step.map.max_items}, so no batch could ever be full",
+                )
+            )
         if step.retry is not None:
             for j, cls in enumerate(step.retry.retry_on):
                 if cls not in ERROR_CLASSES:

@@ -50,6 +50,7 @@ def step_from_spec(spec: StepSpec) -> BaseStep:
             max_concurrency=spec.map.max_concurrency,
             on_item_failure=spec.map.on_item_failure,
             max_items=spec.map.max_items,
+            batch_size=spec.map.batch_size,
             description=spec.description,
         )
     return Step(

@@ -16,6 +16,13 @@ class MapStep(BaseStep):
 
     Inside the body, ``item`` and ``index`` name the current element; the
     step's output is the list of per-item outputs, in item order.
+
+    With ``batch_size`` the body runs once per batch of up to that many
+    consecutive items, for agents that take a list: ``item`` is the batch
+    (a list), ``index`` the batch number, and the body must return a list
+    with one result per item.  The output is the same flat list; at most
+    ``max_concurrency`` batches run at once and ``on_item_failure`` applies
+    per batch.
     """
 
     def __init__(
@@ -27,6 +34,7 @@ class MapStep(BaseStep):
         max_concurrency: int | None = None,
         on_item_failure: Literal["failFast", "wait", "ignore"] = "failFast",
         max_items: int = 1000,
+        batch_size: int | None = None,
         description: str | None = None,
     ) -> None:
         self.name = name
@@ -35,6 +43,7 @@ class MapStep(BaseStep):
         self.max_concurrency = max_concurrency
         self.on_item_failure = on_item_failure
         self.max_items = max_items
+        self.batch_size = batch_size
         self.description = description
 
     def to_spec(self, sink: AgentSink) -> StepSpec:
@@ -46,6 +55,7 @@ class MapStep(BaseStep):
                 max_concurrency=self.max_concurrency,
                 on_item_failure=self.on_item_failure,
                 max_items=self.max_items,
+                batch_size=self.batch_size,
                 steps=[s.to_spec(sink) for s in self.body],
             ),
         )
