@@ -327,6 +327,50 @@ def test_operator_env_is_what_config_reads(helm: Path, scenario: str) -> None:
     assert config.breaker_fail_max == values["operator"]["breaker"]["failMax"]
     assert config.breaker_reset_seconds == values["operator"]["breaker"]["resetSeconds"]
     assert config.health_port == values["operator"]["healthPort"]
+    assert config.api_qps == values["operator"]["apiQps"]
+    assert config.api_burst == values["operator"]["apiBurst"]
+    assert config.pod_create_qps == values["operator"]["podCreateQps"]
+    assert config.pod_create_burst == values["operator"]["podCreateBurst"]
+    assert config.audit_log == values["security"]["auditLog"]
+    assert config.audit_content == values["security"]["auditContent"]
+    assert config.security.profile == "cluster"
+
+
+def test_security_values_reach_the_operators_policy(helm: Path) -> None:
+    """Chart defaults and per-namespace overrides become the policy Config enforces."""
+    env = operator_env(
+        render(
+            "--set-json",
+            'security.defaults={"allowedHosts":["api.openai.com"],"maxLoopIterations":500}',
+            "--set-json",
+            'security.namespaces={"research":{"maxLoopIterations":5000}}',
+            "--set",
+            "security.auditLog=stderr",
+        )
+    )
+    config = Config.from_env(env)
+    assert config.audit_log == "stderr"
+    default, research = config.policy("default"), config.policy("research")
+    assert default.allowed_hosts == research.allowed_hosts == ["api.openai.com"]
+    assert (default.max_loop_iterations, research.max_loop_iterations) == (500, 5000)
+    assert not default.allow_loopback and not default.allow_python_callables  # cluster profile
+
+
+def test_the_policy_schema_is_the_policy_model() -> None:
+    """Every policy field can be set in values, with its type; misspelt ones are refused."""
+    from flujo.security.policy import PolicyOverrides
+
+    node = SCHEMA["definitions"]["securityPolicy"]
+    assert node["additionalProperties"] is False
+    fields = {f.alias or n: f for n, f in PolicyOverrides.model_fields.items()}
+    assert set(node["properties"]) == set(fields)
+    for name, field in fields.items():
+        kind = node["properties"][name]["type"]
+        annotation = str(field.annotation)
+        expected = (
+            "array" if "list" in annotation else "boolean" if "bool" in annotation else "integer"
+        )
+        assert kind == expected, name
 
 
 def kopf_run(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -794,6 +838,12 @@ BAD_VALUES = [
      "metrics.serviceMonitor.enabled needs metrics.enabled=true"),
     (["--set", "metrics.enabled=true", "--set", "metrics.port=8080"],
      "metrics.port must differ from operator.healthPort"),
+    (["--set", "security.defaults.maxLoopIteration=5"],
+     "additional properties 'maxLoopIteration' not allowed"),
+    (["--set", "security.namespaces.research.requireHttps=maybe"],
+     "/security/namespaces/research/requireHttps"),
+    (["--set", "security.auditLog=/var/log/audit"], "/security/auditLog"),
+    (["--set", "operator.apiQps=-1"], "/operator/apiQps"),
 ]  # fmt: skip
 
 
@@ -881,6 +931,8 @@ REF_TYPES = {
     "stepResources": "resources (cpu, memory)",
     "tolerations": "list of tolerations",
     "objectList": "list of objects",
+    "securityPolicy": "security policy fields",
+    "policyNamespaces": "map of namespace to policy fields",
 }
 
 

@@ -244,6 +244,11 @@ def test_configuration_changes_for_the_operator() -> None:
             "managedFields": [
                 {"manager": "kubectl-client-side-apply", "time": "2026-01-01T00:00:00Z"},
                 {"manager": "argocd-controller", "time": "2026-01-02T00:00:00Z"},
+                {  # the operator's own status write is not a configuration change
+                    "manager": "flujo-operator",
+                    "time": "2026-01-03T00:00:00Z",
+                    "subresource": "status",
+                },
             ],
         },
         "spec": {"type": "openai", "apiKey": {"secretKeyRef": {"name": "s", "key": "k"}}},

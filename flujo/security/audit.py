@@ -407,11 +407,17 @@ class AuditLog:
 
 
 def field_manager_of(body: Mapping[str, Any]) -> str | None:
-    """The manager of an object's most recent ``managedFields`` entry, if any."""
+    """The manager of an object's most recent ``managedFields`` entry, if any.
+
+    Entries for the ``status`` subresource are skipped: they are the
+    operator's own status writes, not a change of the configuration.
+    """
     entries = (body.get("metadata") or {}).get("managedFields") or []
     best: tuple[str, str] | None = None
     for entry in entries:
         if not isinstance(entry, Mapping) or not entry.get("manager"):
+            continue
+        if entry.get("subresource") == "status":
             continue
         stamp = str(entry.get("time") or "")
         if best is None or stamp >= best[0]:

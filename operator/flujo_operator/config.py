@@ -26,8 +26,8 @@
 | ``FLUJO_AUDIT_CONTENT`` | ``false`` | ``true`` adds inputs, outputs and messages to audit events |
 | ``FLUJO_SECURITY_POLICY`` | (none) | policy file or inline JSON (profile: ``cluster``) |
 
-``FLUJO_SECURITY_PROFILE`` and ``FLUJO_SECURITY_<FIELD>`` variables work as
-for ``flujo run`` (``docs/security.md``): the policy file's per-namespace
+The policy's other variables, FLUJO_SECURITY_PROFILE and FLUJO_SECURITY_<FIELD>,
+work as for ``flujo run`` (``docs/security.md``); the policy's per-namespace
 overrides apply to the runs, Pipelines and Agents of that namespace.
 
 Standard ``OTEL_*`` variables (for example ``OTEL_EXPORTER_OTLP_ENDPOINT``)
@@ -157,7 +157,7 @@ class Config:
         log_format = env.get("FLUJO_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             raise ConfigError(f"FLUJO_LOG_FORMAT must be text or json, got {log_format!r}")
-        try:
+        try:  # "FLUJO_SECURITY_POLICY" and the other FLUJO_SECURITY_* variables
             security = policy_from_env(env, profile="cluster")
         except PolicyError as exc:
             raise ConfigError(str(exc)) from None
