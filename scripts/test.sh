@@ -32,6 +32,8 @@ echo "== mypy --strict"
 .venv/bin/mypy
 echo "== import-linter"
 .venv/bin/lint-imports
+echo "== benchmark regression guard"
+.venv/bin/python -m benchmarks.guard
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest -q "$@"

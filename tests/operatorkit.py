@@ -28,19 +28,20 @@ def free_port() -> int:
 class OperatorProcess:
     """The operator as a subprocess; ``kill()`` is SIGKILL, ``start()`` starts it again."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, **env: str) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, **env: str | None) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.audit_path = log_path.parent / "audit.jsonl"
         # The test servers listen on loopback, which the cluster profile refuses
         # (in a cluster, loopback is the step pod itself): allow it, as an
         # administrator's policy would allow an in-cluster model server.
-        self.env = {
+        # A variable given as None is left unset.
+        defaults: dict[str, str | None] = {
             "FLUJO_SECURITY_ALLOW_LOOPBACK": "true",
             "FLUJO_SECURITY_ALLOW_HTTP_LOOPBACK": "true",
             "FLUJO_AUDIT_LOG": str(self.audit_path),
-            **env,
         }
+        self.env = {k: v for k, v in {**defaults, **env}.items() if v is not None}
         self.process: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.starts = 0
@@ -91,9 +92,18 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def audit(self) -> list[dict[str, Any]]:
+        """The audit events the operator wrote so far."""
+        if not self.audit_path.exists():
+            return []
+        lines = self.audit_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
 
 @contextmanager
-def running_operator(kubeconfig: Path, tmp_path: Path, **env: str) -> Iterator[OperatorProcess]:
+def running_operator(
+    kubeconfig: Path, tmp_path: Path, **env: str | None
+) -> Iterator[OperatorProcess]:
     op = OperatorProcess(kubeconfig, tmp_path / "operator.log", **env)
     op.start()
     try:

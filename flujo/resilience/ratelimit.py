@@ -85,12 +85,17 @@ class RateLimiter:
             sleep=sleep,
         )
 
-    async def acquire(self) -> None:
-        """Wait until a call may start: first the token budget, then a request slot."""
+    async def acquire(self) -> float:
+        """Wait until a call may start: first the token budget, then a request slot.
+
+        Returns the seconds it chose to wait (0.0: the call could start at once).
+        """
+        waited = 0.0
         if self.tokens_per_minute is not None:
-            await self._wait_for_tokens(self.tokens_per_minute / 60.0)
+            waited += await self._wait_for_tokens(self.tokens_per_minute / 60.0)
         if self.requests_per_second is not None:
-            await self._wait_for_slot()
+            waited += await self._wait_for_slot()
+        return waited
 
     def record(self, tokens: int) -> None:
         """Debit the tokens a finished call used from the per-minute budget."""
@@ -106,23 +111,28 @@ class RateLimiter:
         refill = elapsed * self.tokens_per_minute / 60.0
         return min(float(self.tokens_per_minute), self._tokens + refill)
 
-    async def _wait_for_tokens(self, per_second: float) -> None:
+    async def _wait_for_tokens(self, per_second: float) -> float:
+        waited = 0.0
         while (level := self.available_tokens()) < 1.0 - _EPSILON:
-            await self._sleep((1.0 - level) / per_second)
+            delay = (1.0 - level) / per_second
+            await self._sleep(delay)
+            waited += delay
+        return waited
 
-    async def _wait_for_slot(self) -> None:
+    async def _wait_for_slot(self) -> float:
         now = self._clock()
         start = max(self._tat, now)
         delay = start - self._tolerance - now
         self._tat = reserved = start + self._interval
         if delay <= _EPSILON:
-            return
+            return 0.0
         try:
             await self._sleep(delay)
         except asyncio.CancelledError:
             if self._tat == reserved:  # nobody queued behind us: hand the slot back
                 self._tat -= self._interval
             raise
+        return delay
 
 
 class RateLimiterRegistry:

@@ -17,7 +17,6 @@ budget.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -58,12 +57,10 @@ class Budget:
         self._limiter = RateLimiter(requests_per_second=qps, burst=self.burst) if qps > 0 else None
 
     async def take(self) -> float:
-        """Wait for a slot; returns the seconds waited."""
+        """Wait for a slot; returns the seconds waited (0.0: none)."""
         if self._limiter is None:
             return 0.0
-        started = time.monotonic()
-        await self._limiter.acquire()
-        return time.monotonic() - started
+        return await self._limiter.acquire()
 
 
 class Kube:
