@@ -477,8 +477,12 @@ class RunController:
     ) -> list[tuple[Event, dict[str, Any]]]:
         """Carry out commands; return events they produce at once (an open circuit)."""
         follow: list[tuple[Event, dict[str, Any]]] = []
+        deletes: list[str] = []
         for command in commands:
             if isinstance(command, LaunchStep):
+                if deletes:  # cancels come first: free their capacity before launching
+                    await self._delete_pods(session, deletes)
+                    deletes = []
                 refused = self._circuit_refusal(session, command)
                 if refused is not None:
                     follow.append(
@@ -501,11 +505,18 @@ class RunController:
                 name = pod_name(session.ref.name, command.path, attempt)
                 session.deleting.add(name)
                 self._pod_done(session.ref.namespace, name)
-                await self.kube.delete_pod(session.ref.namespace, name)
+                deletes.append(name)
             elif isinstance(command, FinishRun):
                 session.waiting.clear()
                 session.finished_at = self.clock()
+        if deletes:
+            await self._delete_pods(session, deletes)
         return follow
+
+    async def _delete_pods(self, session: Session, names: list[str]) -> None:
+        """Concurrently: a breach cancelling 30 branches must not wait 30 round trips
+        for the last one (cancel latency is what bounds the overspend of a breach)."""
+        await asyncio.gather(*(self.kube.delete_pod(session.ref.namespace, n) for n in names))
 
     def _circuit_refusal(self, session: Session, cmd: LaunchStep) -> StepFailed | None:
         if session.agents.get(cmd.agent) is None:
