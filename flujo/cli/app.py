@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -149,11 +150,43 @@ def _audit(
     return [AuditObserver(log, manifest.metadata.name, agents=specs)]
 
 
+def _json_chunks(data: dict[str, Any], streamed: dict[str, Iterable[Any]]) -> Iterator[str]:
+    """``json.dumps(data, ensure_ascii=False, indent=2, default=str)``, piece by piece.
+
+    The lists named in ``streamed`` replace those keys' values and are read one
+    item at a time, so a long event log is never held (as objects or as text)
+    all at once.
+    """
+
+    def text(value: Any, level: int) -> str:
+        # Raw newlines only separate JSON tokens (a string's are escaped).
+        dumped = json.dumps(value, ensure_ascii=False, indent=2, default=str)
+        return dumped.replace("\n", "\n" + "  " * level)
+
+    if not data:
+        yield "{}"
+        return
+    for i, (key, value) in enumerate(data.items()):
+        yield ("," if i else "{") + "\n  " + json.dumps(key, ensure_ascii=False) + ": "
+        if key not in streamed:
+            yield text(value, 1)
+            continue
+        empty = True
+        for item in streamed[key]:
+            yield ("[" if empty else ",") + "\n    " + text(item, 2)
+            empty = False
+        yield "[]" if empty else "\n  ]"
+    yield "\n}"
+
+
 def _print_output(result: RunResult, as_json: bool, name: str, redactor: Redactor) -> None:
     if as_json:
-        data = redactor.redact_data(result.to_dict())
+        data = redactor.redact_data(result.to_dict(events=False))
         data["pipelineName"] = name
-        typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        events = (redactor.redact_data(e.model_dump(mode="json")) for e in result.iter_events())
+        for chunk in _json_chunks(data, {"events": events}):
+            typer.echo(chunk, nl=False)
+        typer.echo()
     elif result.success:
         out = result.output
         text = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, indent=2)
@@ -199,6 +232,16 @@ def run(
     audit_log: Annotated[
         str | None,
         typer.Option(envvar="FLUJO_AUDIT_LOG", help="Append audit events (JSON lines) here."),
+    ] = None,
+    spill_bytes: Annotated[
+        int | None,
+        typer.Option(
+            envvar="FLUJO_SPILL_BYTES",
+            min=0,
+            help="Keep step outputs whose JSON is larger than this many bytes in a temp file "
+            "instead of memory (default 4096; 0: keep all in memory).",
+            show_default=False,
+        ),
     ] = None,
     dry_run: Annotated[
         bool,
@@ -253,6 +296,7 @@ def run(
                 observers=[*obs.observers, *_audit(audit_log, manifest, registry, redactor)],
                 source=str(file),
                 security_policy=_policy(),
+                spill_bytes=spill_bytes,
             )
             result = runner.run(data)
         finally:

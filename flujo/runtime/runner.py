@@ -14,8 +14,9 @@ import asyncio
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Protocol
 
 from flujo.agents.base import Agent
@@ -42,6 +43,7 @@ from flujo.engine import (
 )
 from flujo.observability import call_started, record_advance
 from flujo.runtime.calls import call_agent, context_for, crashed, failed, succeeded
+from flujo.runtime.results import EventLog, ResultStore, spill_threshold
 from flujo.security.policy import (
     OutputGuard,
     SecurityPolicy,
@@ -76,11 +78,20 @@ class PipelineValidationError(SpecError):
 
 @dataclass(repr=False)
 class RunResult:
-    """What a finished run returns: output, outcome, per-step states, usage, events."""
+    """What a finished run returns: output, outcome, per-step states, usage, events.
+
+    ``events`` is the run's whole event log.  Under the embedded executor it is
+    an :class:`~flujo.runtime.results.EventLog`: large step outputs are kept in
+    the run's result store (a temp file) and read back on access, so iterate it
+    (or :meth:`iter_events`) rather than copying it into a list.  The store is
+    released by :meth:`close` (or ``with result:``) or when the result is
+    garbage-collected; after that, reading a spilled event raises
+    :class:`~flujo.runtime.results.ResultStoreClosedError`.
+    """
 
     outcome: Outcome
     state: RunState
-    events: list[Event] = field(default_factory=list)
+    events: Sequence[Event] = field(default_factory=list)
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio reprs task results, and a full dump of a
@@ -110,8 +121,32 @@ class RunResult:
     def steps(self) -> dict[str, StepState]:
         return self.state.steps
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form printed by ``flujo run --json``."""
+    def iter_events(self) -> Iterator[Event]:
+        """The events in order, holding at most one spilled output at a time."""
+        return iter(self.events)
+
+    def close(self) -> None:
+        """Release the run's result store (idempotent); the outcome and state stay."""
+        if isinstance(self.events, EventLog):
+            self.events.close()
+
+    def __enter__(self) -> RunResult:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def to_dict(self, *, events: bool = True) -> dict[str, Any]:
+        """The JSON form printed by ``flujo run --json``.
+
+        ``events=False`` leaves the event list empty, for callers that stream
+        it from :meth:`iter_events` instead of holding every output at once.
+        """
         return {
             "status": self.outcome.status,
             "output": self.outcome.output,
@@ -136,7 +171,7 @@ class RunResult:
                 }
                 for path, s in self.state.steps.items()
             },
-            "events": [e.model_dump(mode="json") for e in self.events],
+            "events": [e.model_dump(mode="json") for e in self.iter_events()] if events else [],
             "pipeline": self.state.pipeline.to_data(),
             "limits": self.state.limits.to_data(),
             "agentCaps": dict(self.state.agent_caps),
@@ -160,6 +195,11 @@ class Flujo:
 
     ``Flujo(pipeline).run(input)`` validates the pipeline (every problem at
     once), resolves every agent name through the registry, then executes.
+
+    ``spill_bytes``: step outputs whose JSON text is longer than this are kept
+    in the run's result store (a temp file) instead of the in-memory event
+    log; default ``$FLUJO_SPILL_BYTES``, else 4096; ``0`` keeps everything in
+    memory.  See :mod:`flujo.runtime.results`.
     """
 
     def __init__(
@@ -173,8 +213,10 @@ class Flujo:
         observers: Sequence[RunObserver] = (),
         source: str = "<pipeline>",
         security_policy: SecurityPolicy | None = None,
+        spill_bytes: int | None = None,
     ) -> None:
         sink = AgentSink()
+        self.spill_bytes = spill_threshold(spill_bytes)
         self.security_policy = security_policy or SecurityPolicy.embedded()
         self.spec = _to_spec(pipeline, sink)
         self.registry = agent_registry if agent_registry is not None else AgentRegistry()
@@ -213,7 +255,8 @@ class Flujo:
 
     async def run_async(self, input: Any = None) -> RunResult:
         enforce_input(input, self.security_policy)
-        execution = _Execution(self, new_run(self.spec, self.usage_limits, self._agent_caps()))
+        state = new_run(self.spec, self.usage_limits, self._agent_caps())
+        execution = _Execution(self, state, EventLog(ResultStore(self.spill_bytes)))
         try:
             with use_policy(self.security_policy):
                 return await execution.run(input)
@@ -224,11 +267,11 @@ class Flujo:
 class _Execution:
     """One run: the event loop between the machine and the agents."""
 
-    def __init__(self, flujo: Flujo, state: RunState) -> None:
+    def __init__(self, flujo: Flujo, state: RunState, events: EventLog) -> None:
         self.flujo = flujo
         self.registry = flujo.registry
         self.state = state
-        self.events: list[Event] = []
+        self.events = events
         self.ready: deque[Event] = deque()
         self.results: asyncio.Queue[Event] = asyncio.Queue()
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -252,9 +295,10 @@ class _Execution:
                     self._apply(self.ready.popleft())
                 else:
                     self._apply(await self.results.get())
-        except asyncio.CancelledError:
-            if self.outcome is None:
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and self.outcome is None:
                 self._apply(RunCancelled(reason="the run was cancelled by its caller"))
+            self.events.close()  # nobody will read this run's spilled outputs
             raise
         finally:
             if timer is not None:

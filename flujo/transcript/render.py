@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,7 @@ __all__ = [
     "PREVIEW_CHARS",
     "canonical_json",
     "digest",
+    "iter_transcript",
     "preview",
     "render_transcript",
     "transcript_of",
@@ -642,6 +643,34 @@ def _as_event(item: Event | Mapping[str, Any]) -> Event:
     return item
 
 
+def iter_transcript(
+    spec: PipelineSpec,
+    events: Iterable[Event | Mapping[str, Any]],
+    limits: UsageLimits | None = None,
+    *,
+    agent_caps: Mapping[str, float] | None = None,
+    name: str | None = None,
+    recorded: Outcome | None = None,
+) -> Iterator[str]:
+    """:func:`render_transcript` line by line (each ending in ``\\n``), as events are read.
+
+    Neither the events nor the text are held whole: a long run's transcript can
+    be written to a file while its (spilled) event log is streamed.
+    """
+    state = new_run(spec, limits, agent_caps)
+    renderer = _Renderer(spec, state)
+    for line in _header(spec, state, name):
+        yield line + "\n"
+    yield "events\n"
+    for n, item in enumerate(events, 1):
+        renderer.event(n, _as_event(item))
+        for line in renderer.lines:
+            yield line + "\n"
+        renderer.lines.clear()
+    for line in renderer.footer(recorded):
+        yield line + "\n"
+
+
 def render_transcript(
     spec: PipelineSpec,
     events: Iterable[Event | Mapping[str, Any]],
@@ -658,23 +687,20 @@ def render_transcript(
     their JSON form.  ``recorded``, the outcome the executor reported, adds a
     note when the replay does not reproduce it (a determinism bug).
     """
-    state = new_run(spec, limits, agent_caps)
-    renderer = _Renderer(spec, state)
-    lines = _header(spec, state, name)
-    lines.append("events")
-    for n, item in enumerate(events, 1):
-        renderer.event(n, _as_event(item))
-    lines.extend(renderer.lines)
-    lines.extend(renderer.footer(recorded))
-    return "\n".join(lines) + "\n"
+    return "".join(
+        iter_transcript(spec, events, limits, agent_caps=agent_caps, name=name, recorded=recorded)
+    )
 
 
 def transcript_of(result: RunResult, *, name: str | None = None) -> str:
-    """The transcript of a finished embedded run, from its recorded event log."""
+    """The transcript of a finished embedded run, from its recorded event log.
+
+    The log is streamed: a spilled output is read back, previewed and dropped.
+    """
     state = result.state
     return render_transcript(
         state.pipeline,
-        result.events,
+        result.iter_events(),
         state.limits,
         agent_caps=state.agent_caps,
         name=name,
