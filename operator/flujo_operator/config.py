@@ -20,8 +20,8 @@
 | ``FLUJO_PEERING`` | (none) | kopf peering object name: set it to run several replicas (HA) |
 | ``FLUJO_LOG_FORMAT`` | ``text`` | ``json`` for structured logs |
 | ``FLUJO_HEALTH_PORT`` | ``8080`` | liveness/readiness endpoint port (``0`` disables) |
-| ``FLUJO_API_QPS`` / ``_BURST`` | ``50`` / ``100`` | API requests per second, and burst (0: none) |
-| ``FLUJO_POD_CREATE_QPS`` / ``_BURST`` | ``20`` / ``50`` | pods created per second, and burst |
+| ``FLUJO_API_QPS`` / ``_BURST`` | ``500`` / ``1000`` | API requests per second, and burst (0: none) |
+| ``FLUJO_POD_CREATE_QPS`` / ``_BURST`` | ``200`` / ``400`` | pods created per second, and burst |
 | ``FLUJO_AUDIT_LOG`` | ``stdout`` | audit JSON lines: ``stdout``, ``stderr``, a path, ``off`` |
 | ``FLUJO_AUDIT_CONTENT`` | ``false`` | ``true`` adds inputs, outputs and messages to audit events |
 | ``FLUJO_SECURITY_POLICY`` | (none) | policy file or inline JSON (profile: ``cluster``) |
@@ -128,10 +128,10 @@ class Config:
     health_port: int = 8080
     otel: dict[str, str] = field(default_factory=dict)
     """The operator's ``OTEL_*`` variables, passed on to step pods (one trace per run)."""
-    api_qps: float = 50.0
-    api_burst: int = 100
-    pod_create_qps: float = 20.0
-    pod_create_burst: int = 50
+    api_qps: float = 500.0
+    api_burst: int = 1000
+    pod_create_qps: float = 200.0
+    pod_create_burst: int = 400
     audit_log: str = "stdout"
     """Where audit events go; ``off`` writes none."""
     audit_content: bool = False
