@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from typing import Any
 
 from flujo import (
@@ -27,6 +29,8 @@ from flujo.engine import (
     advance,
 )
 from flujo.engine import new_run as engine_new_run
+from flujo.observability.metrics import FlujoMetrics, MetricsObserver
+from flujo.security.audit import AuditLog, AuditObserver, StreamSink
 from flujo.spec import PipelineSpec, UsageLimits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -356,3 +360,43 @@ def test_cancelled_branch_drops_its_http_call(openai_server: OpenAIServer) -> No
     assert result.steps["fan/llm/ask"].phase == "cancelled"
     assert openai_server.wait_until(lambda: openai_server.cancelled == 1)
     assert openai_server.calls == 1 and openai_server.successful == 0
+
+
+def test_results_queued_when_a_breach_stops_the_run_still_count() -> None:
+    """Calls that completed while the breach was being decided spent their tokens.
+
+    Both branches finish in the same event-loop turn, so the second result is
+    already queued when the first one crosses the limit: the run stops, and the
+    ledger, the event log and the audit of usage still include the second call.
+    """
+
+    async def costly(data: Any) -> AgentOutput:
+        await asyncio.sleep(0)
+        return AgentOutput(data, Usage(input_tokens=10, cost_usd=0.6))
+
+    fan = ParallelStep(
+        "fan",
+        branches={"a": [Step("a1", agent=costly)], "b": [Step("b1", agent=costly)]},
+    )
+    metrics = FlujoMetrics()
+    audit_out = io.StringIO()
+    observers = [
+        MetricsObserver(metrics, pipeline="fan"),
+        AuditObserver(AuditLog([StreamSink(audit_out)]), "fan"),
+    ]
+    flujo = Flujo(Pipeline([fan]), usage_limits={"maxCostUsd": 0.5}, observers=observers)
+    result = flujo.run("x")
+    assert result.outcome.reason == "UsageLimitExceeded"
+    succeeded = [e for e in result.events if isinstance(e, StepSucceeded)]
+    assert sorted(e.path for e in succeeded) == ["fan/a/a1", "fan/b/b1"]
+    assert result.usage.cost_usd == 1.2
+    assert result.usage.input_tokens == 20
+    # The observers count the late call under the same run, without reopening it.
+    spent = metrics.registry.get_sample_value(
+        "flujo_cost_usd_total", {"pipeline": "fan", "agent": "costly", "model": ""}
+    )
+    assert spent == 1.2
+    lines = [json.loads(line) for line in audit_out.getvalue().splitlines()]
+    calls = [e for e in lines if e["event"] == "agent.call"]
+    assert len(calls) == 2 and len({e["runId"] for e in lines}) == 1
+    assert [e["event"] for e in lines].count("run.started") == 1

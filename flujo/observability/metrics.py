@@ -528,6 +528,10 @@ class MetricsObserver:
         self.verdicts: dict[Hashable, list[Verdict]] = {}
         """Finished runs' anomaly verdicts, by run key, for executors to act on (pop them)."""
         self._runs: dict[Hashable, _Run] = {}
+        self._closed: dict[Hashable, _Run] = {}
+        """Recently finished runs, for results that arrive after the run ended."""
+
+    max_closed_runs = 1000
 
     # RunObserver
     def observe(self, event: Event, state: RunState, commands: Sequence[Command]) -> None:
@@ -546,6 +550,12 @@ class MetricsObserver:
         now = self.clock()
         m = self.metrics
         run = self._runs.get(key)
+        if run is None and not isinstance(event, RunStarted) and key in self._closed:
+            # A late result of a finished run (a call that completed while the run was
+            # stopping): its tokens were spent and the run's usage counts them.
+            if isinstance(event, StepSucceeded | StepFailed | StepCancelled):
+                self._result(self._closed[key], event, state, now)
+            return
         if isinstance(event, RunStarted) or run is None:
             run = self._open(key, pipeline, event, state, now)
         overhead = advance_seconds(event)
@@ -714,6 +724,9 @@ class MetricsObserver:
                 if verdict.anomalous:
                     m.inc("flujo_run_anomalies", pipeline=pipeline, metric=verdict.metric)
         self._runs.pop(key, None)
+        self._closed[key] = run
+        while len(self._closed) > self.max_closed_runs:
+            del self._closed[next(iter(self._closed))]
         unbind(self, key)
 
     # ExecutorSink

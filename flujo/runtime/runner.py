@@ -37,7 +37,10 @@ from flujo.engine import (
     RunCancelled,
     RunStarted,
     RunState,
+    StepCancelled,
+    StepFailed,
     StepState,
+    StepSucceeded,
     advance,
     new_run,
 )
@@ -304,7 +307,19 @@ class _Execution:
             if timer is not None:
                 timer.cancel()
             await self._drain()
+        self._apply_late_results()
         return RunResult(outcome=self.outcome, state=self.state, events=self.events)
+
+    def _apply_late_results(self) -> None:
+        """Results that arrived while the run was stopping: their tokens were spent.
+
+        The machine adds a late result's usage and changes nothing else, so a
+        breach's ledger counts every call that completed, as the operator's does.
+        """
+        while self.ready or not self.results.empty():
+            event = self.ready.popleft() if self.ready else self.results.get_nowait()
+            if isinstance(event, StepSucceeded | StepFailed | StepCancelled):
+                self._apply(event)
 
     def _deadline(self) -> float | None:
         seconds = [

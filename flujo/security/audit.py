@@ -503,6 +503,8 @@ class AuditObserver:
         self.namespace = namespace
         self.clock = clock
         self._runs: dict[Hashable, _Run] = {}
+        self._closed: dict[Hashable, _Run] = {}
+        """Recently finished runs, for results that arrive after the run ended."""
 
     def observe(self, event: Event, state: RunState, commands: Sequence[Command]) -> None:
         run_id = self.run_id
@@ -538,6 +540,11 @@ class AuditObserver:
         now = self.clock()
         key = key if key is not None else run_id
         run = self._runs.get(key)
+        if run is None and not isinstance(event, RunStarted) and key in self._closed:
+            # A late result of a finished run: the call happened and spent tokens.
+            if isinstance(event, StepSucceeded | StepFailed | StepCancelled):
+                self._call(self._closed[key], event, state, now, agents)
+            return
         if run is None or isinstance(event, RunStarted):
             if len(self._runs) >= self.max_tracked_runs:
                 self._runs.pop(next(iter(self._runs)))
@@ -571,6 +578,9 @@ class AuditObserver:
             elif isinstance(command, FinishRun):
                 self._finished(run, command, state, now)
                 self._runs.pop(key, None)
+                self._closed[key] = run
+                while len(self._closed) > self.max_tracked_runs // 10:
+                    self._closed.pop(next(iter(self._closed)))
 
     def _describe(
         self, name: str, agents: Mapping[str, AgentDescription] | None = None
