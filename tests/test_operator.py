@@ -394,6 +394,11 @@ spec: {{pipelineRef: {{name: guarded}}, input: "q{i}"}}
         third = get_json(cluster, "pipelinerun", "guarded-2")["status"]
         assert third["steps"]["ask"]["agent"] == "backup"
         assert len(run_pods(cluster, "guarded-2")) == 1  # only the fallback's pod
+        transitions = [e for e in op.audit() if e["event"] == "circuit.transition"]
+        assert [(t["agent"], t["from"], t["to"]) for t in transitions] == [
+            ("default/llm", "closed", "open")
+        ]
+        assert transitions[0]["namespace"] == "default" and transitions[0]["failures"] >= 2
     # a restarted operator restores the open circuit from the Agent status
     with running_operator(
         kubeconfig, tmp_path, FLUJO_BREAKER_FAIL_MAX="2", FLUJO_BREAKER_RESET_SECONDS="300"
