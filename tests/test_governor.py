@@ -7,6 +7,7 @@ import io
 import json
 from typing import Any
 
+import pytest
 from flujo import (
     AgentManifest,
     AgentOutput,
@@ -400,3 +401,29 @@ def test_results_queued_when_a_breach_stops_the_run_still_count() -> None:
     calls = [e for e in lines if e["event"] == "agent.call"]
     assert len(calls) == 2 and len({e["runId"] for e in lines}) == 1
     assert [e["event"] for e in lines].count("run.started") == 1
+
+
+def test_a_python_agent_can_declare_its_cost_cap_for_reservation() -> None:
+    """``register(..., max_cost_per_call=)`` turns on reservation for code agents."""
+    started: list[str] = []
+
+    async def costly(data: Any) -> AgentOutput:
+        started.append(str(data))
+        await asyncio.sleep(0.01)
+        return AgentOutput(data, Usage(cost_usd=0.3))
+
+    registry = AgentRegistry()
+    registry.register("costly", costly, max_cost_per_call=0.3)
+    fan = ParallelStep(
+        "fan", branches={k: [Step(f"{k}1", agent="costly")] for k in ("a", "b", "c", "d")}
+    )
+    result = Flujo(Pipeline([fan]), agent_registry=registry, usage_limits={"maxCostUsd": 0.7}).run(
+        "x"
+    )
+    # Without reservation all four start at once and spend 1.2; with it, two fit
+    # (0.6), a third waits for budget, runs alone and crosses: 0.9 at most.
+    assert result.outcome.reason == "UsageLimitExceeded"
+    assert result.usage.cost_usd <= 0.7 + 0.3 + 1e-9
+    assert len(started) == 3
+    with pytest.raises(ValueError, match="max_cost_per_call"):
+        registry.register("bad", costly, max_cost_per_call=-1)

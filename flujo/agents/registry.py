@@ -53,6 +53,9 @@ class AgentEntry:
     registered_at: str = ""
     spec: AgentSpec | None = None
     agent: Agent | None = field(default=None, repr=False)
+    max_cost_per_call: float | None = None
+    """Declared worst-case cost of one call (a manifest's ``pricing.maxCostPerCall``,
+    or :meth:`AgentRegistry.register`'s argument): turns on budget reservation."""
 
     @property
     def type(self) -> str:
@@ -99,8 +102,16 @@ class AgentRegistry:
         provenance: Provenance = "code",
         source: str = "",
         description: str | None = None,
+        max_cost_per_call: float | None = None,
     ) -> AgentEntry:
-        """Register an agent object or a plain callable under ``name``."""
+        """Register an agent object or a plain callable under ``name``.
+
+        ``max_cost_per_call`` declares what one call can cost at most, as
+        ``pricing.maxCostPerCall`` does for manifests: under a ``maxCostUsd``
+        limit, launches then wait for budget instead of overshooting it.
+        """
+        if max_cost_per_call is not None and not max_cost_per_call >= 0:
+            raise ValueError("max_cost_per_call must be a number not below 0")
         entry = AgentEntry(
             name=name,
             provenance=provenance,
@@ -109,6 +120,7 @@ class AgentRegistry:
             description=description,
             registered_at=self._clock(),
             agent=as_agent(agent, name),
+            max_cost_per_call=max_cost_per_call,
         )
         self._entries[name] = entry
         return entry

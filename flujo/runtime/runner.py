@@ -246,7 +246,12 @@ class Flujo:
 
     def _agent_caps(self) -> dict[str, float]:
         """Declared per-call cost caps, which turn on budget reservation."""
-        return cost_caps({entry.name: entry.spec for entry in self.registry.list()})
+        entries = self.registry.list()
+        caps = cost_caps({entry.name: entry.spec for entry in entries})
+        caps.update(
+            {e.name: e.max_cost_per_call for e in entries if e.max_cost_per_call is not None}
+        )
+        return caps
 
     def run(self, input: Any = None) -> RunResult:
         """Run to completion from synchronous code."""
