@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.k8s.apimachinery import merge_patch, strategic_merge_patch
+from tests.k8s.apimachinery import merge_patch, now_rfc3339, strategic_merge_patch
 from tests.k8s.emulator import EmulatorServer
 from tests.k8s.fixtures import Kubectl
 from tests.k8s.kubelet import LocalKubelet
@@ -476,6 +478,134 @@ def test_kubectl_works_with_custom_resources(kubectl: Kubectl) -> None:
 def yaml_widget(name: str, size: int) -> str:
     header = f"apiVersion: {GROUP}/{VERSION}\nkind: Widget\n"
     return header + f"metadata: {{name: {name}}}\nspec: {{size: {size}}}\n"
+
+
+# --- managedFields ------------------------------------------------------------------------------
+
+CRDS = Path(__file__).resolve().parent.parent / "crds"
+RFC3339_SECONDS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+
+
+def yaml_agent(name: str, output: str) -> str:
+    return (
+        f"apiVersion: flujo.dev/v1alpha1\nkind: Agent\nmetadata: {{name: {name}}}\n"
+        f"spec: {{type: scripted, responses: [{{output: {output}}}]}}\n"
+    )
+
+
+def shown_managed_fields(kubectl: Kubectl, *what: str) -> list[dict[str, Any]]:
+    """``managedFields`` as ``kubectl get -o json --show-managed-fields`` prints them."""
+    shown = json.loads(kubectl("get", *what, "-o", "json", "--show-managed-fields").stdout)
+    entries: list[dict[str, Any]] = shown["metadata"]["managedFields"]
+    return entries
+
+
+def by_writer(entries: list[dict[str, Any]]) -> dict[tuple[str, str, str | None], dict[str, Any]]:
+    return {(e["manager"], e["operation"], e.get("subresource")): e for e in entries}
+
+
+def test_managed_fields_record_each_writer_like_the_api_server(
+    kubectl: Kubectl, custom: client.CustomObjectsApi
+) -> None:
+    kubectl("apply", "-f", str(CRDS))
+    kubectl("wait", "--for=condition=Established", "crd/agents.flujo.dev", "--timeout=5s")
+    assert "agent.flujo.dev/a created" in kubectl.apply(yaml_agent("a", "x"))
+
+    [created] = shown_managed_fields(kubectl, "agent", "a")
+    assert created == {
+        "manager": "kubectl-client-side-apply",  # kubectl's own fieldManager
+        "operation": "Update",
+        "apiVersion": "flujo.dev/v1alpha1",
+        "time": created["time"],
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {},
+    }
+    assert re.fullmatch(RFC3339_SECONDS, created["time"])
+    # kubectl hides them by default: only the flag above shows that they are served.
+    plain = json.loads(kubectl("get", "agent", "a", "-o", "json").stdout)
+    assert "managedFields" not in plain["metadata"]
+
+    def status_patch(attempt: int) -> dict[str, Any]:
+        body = {"status": {"attempt": attempt}}
+        result: dict[str, Any] = custom.patch_namespaced_custom_object_status(
+            "flujo.dev", "v1alpha1", NS, "agents", "a", body, field_manager="flujo-operator"
+        )
+        return result
+
+    patched = status_patch(1)
+    entries = by_writer(patched["metadata"]["managedFields"])
+    assert entries.keys() == {
+        ("kubectl-client-side-apply", "Update", None),
+        ("flujo-operator", "Update", "status"),
+    }
+    assert entries["kubectl-client-side-apply", "Update", None] == created  # kept as it was
+    assert entries["flujo-operator", "Update", "status"]["apiVersion"] == "flujo.dev/v1alpha1"
+    # A no-op write records nothing: same resourceVersion, same entries.
+    assert status_patch(1)["metadata"] == patched["metadata"]
+    assert "unchanged" in kubectl.apply(yaml_agent("a", "x"))
+    assert shown_managed_fields(kubectl, "agent", "a") == patched["metadata"]["managedFields"]
+
+    # Without fieldManager the manager is the User-Agent's product, as the server derives it.
+    labelled = custom.patch_namespaced_custom_object(
+        "flujo.dev", "v1alpha1", NS, "agents", "a", {"metadata": {"labels": {"team": "t"}}}
+    )
+    assert ("OpenAPI-Generator", "Update", None) in by_writer(labelled["metadata"]["managedFields"])
+
+    # A changed apply refreshes kubectl's entry (the time has a resolution of one second).
+    wait_until(lambda: now_rfc3339() > created["time"], "the next second")
+    before = labelled["metadata"]["resourceVersion"]
+    assert "agent.flujo.dev/a configured" in kubectl.apply(yaml_agent("a", "y"))
+    refreshed = by_writer(shown_managed_fields(kubectl, "agent", "a"))
+    kubectl_entry = refreshed.pop(("kubectl-client-side-apply", "Update", None))
+    assert kubectl_entry == created | {"time": kubectl_entry["time"]}
+    assert kubectl_entry["time"] > created["time"]
+    assert refreshed == {  # the other managers' entries are kept unchanged
+        key: entry
+        for key, entry in by_writer(labelled["metadata"]["managedFields"]).items()
+        if key[0] != "kubectl-client-side-apply"
+    }
+
+    # GET, LIST and watch events present them too.
+    got = custom.get_namespaced_custom_object("flujo.dev", "v1alpha1", NS, "agents", "a")
+    assert got["metadata"]["managedFields"] == shown_managed_fields(kubectl, "agent", "a")
+    listed = custom.list_namespaced_custom_object("flujo.dev", "v1alpha1", NS, "agents")
+    assert listed["items"][0]["metadata"]["managedFields"] == got["metadata"]["managedFields"]
+    stream = watch.Watch().stream(
+        custom.list_namespaced_custom_object,
+        "flujo.dev",
+        "v1alpha1",
+        NS,
+        "agents",
+        resource_version=before,
+        timeout_seconds=5,
+    )
+    event = next(iter(stream))
+    assert event["type"] == "MODIFIED"
+    assert event["object"]["metadata"]["managedFields"] == got["metadata"]["managedFields"]
+
+
+def test_server_side_apply_is_recorded_as_apply_and_needs_a_field_manager(
+    k8s_emulator: EmulatorServer, kubectl: Kubectl
+) -> None:
+    kubectl("apply", "-f", str(CRDS))
+    kubectl("wait", "--for=condition=Established", "crd/agents.flujo.dev", "--timeout=5s")
+    assert "serverside-applied" in kubectl.apply(yaml_agent("s", "x"), "--server-side")
+    [applied] = shown_managed_fields(kubectl, "agent", "s")
+    assert (applied["manager"], applied["operation"]) == ("kubectl", "Apply")
+    assert "subresource" not in applied
+    # A server-side dry run stores nothing.
+    kubectl.apply(yaml_agent("s", "changed"), "--server-side", "--dry-run=server")
+    assert shown_managed_fields(kubectl, "agent", "s") == [applied]
+    # The real server refuses an apply patch without fieldManager (it never uses the User-Agent).
+    request = urllib.request.Request(
+        f"{k8s_emulator.url}/apis/flujo.dev/v1alpha1/namespaces/{NS}/agents/s",
+        data=yaml_agent("s", "y").encode(),
+        method="PATCH",
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(request, timeout=5)
+    assert exc.value.code == 422 and "fieldManager" in json.loads(exc.value.read())["message"]
 
 
 def test_strategic_merge_patch_follows_merge_keys_and_directives() -> None:

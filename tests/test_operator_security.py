@@ -135,6 +135,12 @@ def test_the_policy_applies_per_namespace_to_agents_pipelines_and_runs(
     for namespace in ("default", "restricted"):
         assert ("Agent", namespace, "created") in changes
         assert ("Pipeline", namespace, "created") in changes
+    created = [e for e in audit if e["event"] == "config.changed"]
+    # kubectl apply is the field manager; the operator's own status writes are neither
+    # the manager nor a change of configuration.
+    assert len(created) == 4
+    assert {e["fieldManager"] for e in created} == {"kubectl-client-side-apply"}
+    assert all(e["generation"] == 1 and e["uid"] for e in created)
     uid = get_json(cluster, "pipelinerun", "ask-1")["metadata"]["uid"]
     runs = [e for e in audit if e.get("runId") == uid]
     assert [e["event"] for e in runs] == ["run.started", "agent.call", "run.finished"]

@@ -20,7 +20,7 @@
 | ``FLUJO_PEERING`` | (none) | kopf peering object name: set it to run several replicas (HA) |
 | ``FLUJO_LOG_FORMAT`` | ``text`` | ``json`` for structured logs |
 | ``FLUJO_HEALTH_PORT`` | ``8080`` | liveness/readiness endpoint port (``0`` disables) |
-| ``FLUJO_API_QPS`` / ``_BURST`` | ``500`` / ``1000`` | API requests per second, and burst (0: none) |
+| ``FLUJO_API_QPS`` / ``_BURST`` | ``500`` / ``1000`` | API requests per second, burst (0: none) |
 | ``FLUJO_POD_CREATE_QPS`` / ``_BURST`` | ``200`` / ``400`` | pods created per second, and burst |
 | ``FLUJO_AUDIT_LOG`` | ``stdout`` | audit JSON lines: ``stdout``, ``stderr``, a path, ``off`` |
 | ``FLUJO_AUDIT_CONTENT`` | ``false`` | ``true`` adds inputs, outputs and messages to audit events |

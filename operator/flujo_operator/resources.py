@@ -59,12 +59,34 @@ class ResourceController:
         self.breakers.add_listener(self._circuit_changed)
         self.breakers.add_listener(runs.metrics.circuit_changed)
         self._pending: set[asyncio.Task[None]] = set()
+        self._generations: dict[str, Any] = {}
+        """uid → the generation last audited (or listed at start)."""
+
+    # --- audit --------------------------------------------------------------------
+
+    def _audit_change(self, kind: str, event: str, body: dict[str, Any]) -> None:
+        """Audit a change of the spec: a new generation, not our own status writes.
+
+        Every status patch comes back as a MODIFIED event with the same
+        generation; those are not configuration changes.  The initial listing
+        (no event type) records generations without writing anything.
+        """
+        meta = body.get("metadata") or {}
+        uid, generation = meta.get("uid", ""), meta.get("generation")
+        if event == "DELETED":
+            self._generations.pop(uid, None)
+        else:
+            seen = self._generations.get(uid)
+            self._generations[uid] = generation
+            if event not in ("ADDED", "MODIFIED") or seen == generation:
+                return
+        if self.audit is not None:
+            self.audit.config_changed_from_body(kind, event, body)
 
     # --- Agents -------------------------------------------------------------------
 
     async def on_agent(self, kind: str, body: dict[str, Any]) -> None:
-        if self.audit is not None:
-            self.audit.config_changed_from_body("Agent", kind, body)
+        self._audit_change("Agent", kind, body)
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         key = f"{namespace}/{name}"
@@ -139,8 +161,7 @@ class ResourceController:
     # --- Pipelines ----------------------------------------------------------------
 
     async def on_pipeline(self, kind: str, body: dict[str, Any]) -> None:
-        if self.audit is not None:
-            self.audit.config_changed_from_body("Pipeline", kind, body)
+        self._audit_change("Pipeline", kind, body)
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         self.runs.pipelines.pop((namespace, name), None)
         if kind == "DELETED":

@@ -15,12 +15,19 @@ reaction intercepts with the API server's documented semantics:
   on non-metadata changes; status excluded when the status subresource exists),
   ``creationTimestamp``, ``generateName``, ``deletionTimestamp`` and
   ``deletionGracePeriodSeconds``; create answers 201; no-op writes change nothing;
+* ``managedFields``: every write that changes an object (create, PUT, any PATCH,
+  server-side apply; also in dry-run answers) sets or refreshes the entry of its manager
+  (``fieldManager``, else the User-Agent up to its first "/", as the server derives it)
+  with operation ``Update`` or ``Apply``, the request's apiVersion, the time and
+  ``subresource: status`` for status writes; other managers' entries stay, sorted like
+  the server's. ``fieldsV1`` is always ``{}`` (no field ownership) and what clients send
+  in ``managedFields`` is ignored; apply without ``fieldManager`` is 422;
 * 409 ``AlreadyExists`` on create, 409 ``Conflict`` on a stale ``resourceVersion``
   (PUT, merge/strategic/apply patches, delete preconditions); 422 when a JSON-patch
   ``test`` fails (kopf relies on it) or on invalid names/labels/annotations
   (including the 256 KiB annotation budget) and objects over etcd's 1.5 MiB;
-* PUT, JSON/merge/strategic-merge patches, server-side apply (create-or-merge,
-  managedFields ignored); strategic merge is refused for custom resources (415)
+* PUT, JSON/merge/strategic-merge patches, server-side apply (create-or-merge, no
+  field ownership or apply conflicts); strategic merge is refused for custom resources (415)
   exactly like the real server;
 * status-subresource separation for CRDs and pods; Secret ``stringData`` folding;
   pruning of fields a CRD's structural schema does not declare;
@@ -42,9 +49,11 @@ benchmarks see only what the operator (and the test) did.
 
 Known simplifications: no authentication/authorisation, no admission webhooks,
 no OpenAPI (``kubectl --validate=false``), no CRD schema validation or defaulting
-(pruning only), no conversion between CRD versions (the ``apiVersion`` is
-rewritten), field selectors accept any field path, and garbage collection runs
-synchronously inside the deleting request.
+(pruning only), no field ownership in ``managedFields`` (so kubectl never upgrades
+client-side to server-side apply: it finds the owners through ``fieldsV1``) and no
+rewriting of them by clients (the real server allows it), no conversion between CRD
+versions (the ``apiVersion`` is rewritten), field selectors accept any field path,
+and garbage collection runs synchronously inside the deleting request.
 """
 
 from __future__ import annotations
@@ -105,6 +114,7 @@ SUBRESOURCE_VERBS = {
 }
 _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's generateName alphabet
 _WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_FIELD_MANAGER_MAX_LENGTH = 128  # bytes, as the API server validates and truncates
 
 
 @attrs.frozen
@@ -151,6 +161,38 @@ class Served:
 
 
 @attrs.frozen
+class Writer:
+    """Whom a write is recorded for in ``metadata.managedFields``: one entry per writer.
+
+    Why: clients read who changed an object, and how, from these entries (kubectl's
+    client-side to server-side apply upgrade, ``flujo.security.audit.field_manager_of``),
+    so the emulator keeps them as the API server's field manager does.
+    """
+
+    manager: str
+    operation: str = "Update"  # "Apply" for server-side apply
+    subresource: str | None = None  # "status" for writes to the status subresource
+
+    def entry(self, api_version: str) -> Obj:
+        """The ``ManagedFieldsEntry`` of this write, stamped now (field order as the server's)."""
+        entry: Obj = {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": api_version,
+            "time": now_rfc3339(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {},  # no field ownership is tracked (see the module docstring)
+        }
+        if self.subresource:
+            entry["subresource"] = self.subresource
+        return entry
+
+
+# The writer of what the API server does by itself (default namespaces, CRD status).
+_SERVER = Writer("kube-apiserver")
+
+
+@attrs.frozen
 class WatchEvent:
     rv: int
     key: kmock.resource
@@ -193,7 +235,7 @@ class Emulator(kmock.KubernetesEmulator):
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             served = self._resolve("", "v1", "namespaces")
             assert served is not None
-            self._create(served, None, {"metadata": {"name": name}}, {})
+            self._create(served, None, {"metadata": {"name": name}}, {}, writer=_SERVER)
 
     # --- the request entry point -------------------------------------------------------------
 
@@ -342,11 +384,13 @@ class Emulator(kmock.KubernetesEmulator):
                 return _json(self._table(served, [obj]))
             return _json(self._present(served, obj))
         dry_run = params.get("dryRun") == "All"
+        writer = Writer(
+            _field_manager(params, raw), subresource="status" if sub == "status" else None
+        )
         if method == "POST" and name is None:
             data = _body_object(request)
-            return await self._after_write(
-                self._create(served, ns, data, params, dry_run=dry_run), served, 201
-            )
+            obj = self._create(served, ns, data, params, dry_run=dry_run, writer=writer)
+            return await self._after_write(obj, served, 201)
         if method == "POST" and sub == "binding" and name is not None:
             return await self._after_write(
                 self._bind(served, ns, name, _body_object(request)), served, 201
@@ -355,10 +399,13 @@ class Emulator(kmock.KubernetesEmulator):
             options = _body_object(request).get("deleteOptions") or {}
             return await self._after_write(self._delete(served, ns, name, options, params), served)
         if method == "PUT" and name is not None:
-            obj = self._update(served, ns, name, sub, _body_object(request), dry_run=dry_run)
+            data = _body_object(request)
+            obj = self._update(served, ns, name, sub, data, dry_run=dry_run, writer=writer)
             return await self._after_write(obj, served)
         if method == "PATCH" and name is not None:
-            obj, created = self._patch(served, ns, name, sub, request, params, dry_run=dry_run)
+            obj, created = self._patch(
+                served, ns, name, sub, request, params, dry_run=dry_run, writer=writer
+            )
             return await self._after_write(obj, served, 201 if created else 200)
         if method == "DELETE" and name is not None:
             options = request.data if isinstance(request.data, dict) else {}
@@ -646,6 +693,7 @@ class Emulator(kmock.KubernetesEmulator):
         params: Mapping[str, str],
         *,
         dry_run: bool = False,
+        writer: Writer | None = None,
     ) -> Obj:
         obj = copy.deepcopy(data)
         meta = obj.setdefault("metadata", {})
@@ -698,12 +746,16 @@ class Emulator(kmock.KubernetesEmulator):
                 f'{_qualified(served)} "{meta["name"]}" already exists',
                 {"name": meta["name"], "group": served.key.group, "kind": served.plural},
             )
+        if writer is not None:  # a dry run answers with the entry it would record, too
+            _record_manager(obj, writer, served)
         if dry_run:
             return obj
         obj = self._commit(served, "ADDED", obj, None)
         if served.key == _CRDS:
             self._register_crd(obj)
             established = self._established(obj)
+            # The API server's own CRD controller writes the status, as on a real cluster.
+            _record_manager(established, attrs.evolve(_SERVER, subresource="status"), served)
             obj = self._commit(served, "MODIFIED", established, obj)
         return obj
 
@@ -767,6 +819,7 @@ class Emulator(kmock.KubernetesEmulator):
         data: Obj,
         *,
         dry_run: bool = False,
+        writer: Writer | None = None,
     ) -> Obj:
         current = self._require(served, ns, name)
         meta = data.get("metadata") or {}
@@ -775,7 +828,7 @@ class Emulator(kmock.KubernetesEmulator):
                 400, "BadRequest", "the name of the object does not match the name on the URL"
             )
         self._check_version(served, current, meta.get("resourceVersion"))
-        return self._write(served, current, data, sub, dry_run=dry_run)
+        return self._write(served, current, data, sub, dry_run=dry_run, writer=writer)
 
     def _patch(
         self,
@@ -787,10 +840,21 @@ class Emulator(kmock.KubernetesEmulator):
         params: Mapping[str, str],
         *,
         dry_run: bool = False,
+        writer: Writer | None = None,
     ) -> tuple[Obj, bool]:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
         current = self._get(served, ns, name)
         if content_type == "application/apply-patch+yaml":
+            if not params.get("fieldManager"):  # never derived from the User-Agent for apply
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    'PatchOptions.meta.k8s.io "" is invalid: '
+                    "fieldManager: Required value: is required for apply patch",
+                    {"group": "meta.k8s.io", "kind": "PatchOptions"},
+                )
+            if writer is not None:
+                writer = attrs.evolve(writer, operation="Apply")
             try:
                 data = yaml.safe_load(request.text)
             except yaml.YAMLError as exc:
@@ -800,12 +864,14 @@ class Emulator(kmock.KubernetesEmulator):
             if current is None:
                 if sub is not None:
                     raise _not_found(served, name)
-                return self._create(served, ns, data, params, dry_run=dry_run), True
+                created = self._create(served, ns, data, params, dry_run=dry_run, writer=writer)
+                return created, True
             self._check_version(
                 served, current, (data.get("metadata") or {}).get("resourceVersion")
             )
             merge = merge_patch if served.custom else strategic_merge_patch
-            return self._write(served, current, merge(current, data), sub, dry_run=dry_run), False
+            merged = merge(current, data)
+            return self._write(served, current, merged, sub, dry_run=dry_run, writer=writer), False
         if current is None:
             raise _not_found(served, name)
         if content_type == "application/json-patch+json":
@@ -819,14 +885,21 @@ class Emulator(kmock.KubernetesEmulator):
         else:
             raise _unsupported_patch()
         self._check_version(served, current, (patched.get("metadata") or {}).get("resourceVersion"))
-        return self._write(served, current, patched, sub, dry_run=dry_run), False
+        return self._write(served, current, patched, sub, dry_run=dry_run, writer=writer), False
 
     def _check_version(self, served: Served, current: Obj, wanted: Any) -> None:
         if wanted not in (None, "") and str(wanted) != current["metadata"]["resourceVersion"]:
             raise _conflict(served, current["metadata"]["name"])
 
     def _write(
-        self, served: Served, current: Obj, data: Obj, sub: str | None, *, dry_run: bool = False
+        self,
+        served: Served,
+        current: Obj,
+        data: Obj,
+        sub: str | None,
+        *,
+        dry_run: bool = False,
+        writer: Writer | None = None,
     ) -> Obj:
         """Turn a client's intended object into the stored one: the update half of PUT and PATCH."""
         new = copy.deepcopy(data)
@@ -850,23 +923,30 @@ class Emulator(kmock.KubernetesEmulator):
                 "deletionGracePeriodSeconds",
                 "namespace",
                 "name",
+                "managedFields",  # the server's record, whatever a client sends
             ):
                 if field in cmeta:
                     meta[field] = cmeta[field]
                 else:
                     meta.pop(field, None)
-            meta.pop("managedFields", None)
             meta.pop("selfLink", None)
             new["apiVersion"], new["kind"] = current["apiVersion"], current["kind"]
             if served.status_subresource:
                 new.pop("status", None)
                 if "status" in current:
                     new["status"] = copy.deepcopy(current["status"])
-        return self._store_update(served, current, new, dry_run=dry_run)
+        return self._store_update(served, current, new, dry_run=dry_run, writer=writer)
 
     def _store_update(
-        self, served: Served, current: Obj, new: Obj, *, dry_run: bool = False
+        self,
+        served: Served,
+        current: Obj,
+        new: Obj,
+        *,
+        dry_run: bool = False,
+        writer: Writer | None = None,
     ) -> Obj:
+        """Store a changed object, recording ``writer`` (None: the server's own bookkeeping)."""
         self._prepare(served, new, current)
         meta, cmeta = new["metadata"], current["metadata"]
         if cmeta.get("deletionTimestamp"):
@@ -882,7 +962,9 @@ class Emulator(kmock.KubernetesEmulator):
         if _spec_of(new, served) != _spec_of(current, served):
             meta["generation"] = int(cmeta.get("generation", 1)) + 1
         if new == current:
-            return current  # a no-op write: no new resourceVersion, no event
+            return current  # a no-op write: no new resourceVersion, no event, same managedFields
+        if writer is not None:
+            _record_manager(new, writer, served)
         if dry_run:
             return new
         stored = self._commit(served, "MODIFIED", new, current)
@@ -1300,6 +1382,58 @@ def _body_object(request: rendering.Request) -> Obj:
     if not isinstance(request.data, dict):
         raise ApiError(400, "BadRequest", "the request body must be a JSON object")
     return request.data
+
+
+def _field_manager(params: Mapping[str, str], raw: aiohttp.web.BaseRequest) -> str:
+    """The manager a write is recorded under: ``fieldManager``, else the User-Agent's product.
+
+    Why: the API server names writers that send no ``fieldManager`` after the
+    User-Agent up to its first "/" (``kubectl/v1.35.0 (linux/amd64) ...`` → ``kubectl``,
+    the python client's ``OpenAPI-Generator/35.0.0/python`` → ``OpenAPI-Generator``),
+    dropping unprintable characters and keeping at most 128 bytes.
+    """
+    if params.get("fieldManager"):
+        return params["fieldManager"]
+    manager = ""
+    for char in raw.headers.get("User-Agent", "").split("/")[0]:
+        if not char.isprintable():
+            continue
+        if len((manager + char).encode()) > _FIELD_MANAGER_MAX_LENGTH:
+            break
+        manager += char
+    return manager
+
+
+def _record_manager(obj: Obj, writer: Writer, served: Served) -> None:
+    """Set or refresh ``writer``'s ``managedFields`` entry of an object that a write changed.
+
+    Entries are identified like the API server's: manager, operation and subresource,
+    plus the apiVersion for ``Update`` (an applier keeps one entry across versions).
+    Other writers' entries are kept; the list is sorted as the server sorts it.
+    """
+    entry = writer.entry(served.api_version)
+    meta = obj["metadata"]
+    kept = [
+        e
+        for e in meta.get("managedFields") or []
+        if _manager_identity(e) != _manager_identity(entry)
+    ]
+    meta["managedFields"] = sorted(
+        [*kept, entry],
+        key=lambda e: (
+            e.get("operation", ""),
+            e.get("time", ""),  # RFC 3339 in seconds: the text orders like the time
+            e.get("manager", ""),
+            e.get("subresource", ""),
+            e.get("apiVersion", ""),
+        ),
+    )
+
+
+def _manager_identity(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    operation = entry.get("operation", "")
+    api_version = entry.get("apiVersion", "") if operation == "Update" else ""
+    return (entry.get("manager", ""), operation, entry.get("subresource", ""), api_version)
 
 
 def _wants_table(raw: aiohttp.web.BaseRequest) -> bool:
