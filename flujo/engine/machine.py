@@ -237,7 +237,24 @@ def _start_seq(b: _Batch, prefix: str, seq: list[StepSpec], data: Any) -> None:
 def _new_state(b: _Batch, path: str, spec: StepSpec, kind: str, data: Any) -> StepState:
     s = StepState(path=path, name=spec.name, kind=kind, input=data)
     b.state.steps[path] = s
+    if _ITER in path:
+        _index_iterations(b.state, path)
     return s
+
+
+_ITER = "/iter-"
+
+
+def _index_iterations(st: RunState, path: str) -> None:
+    """Note ``path`` under every loop iteration enclosing it, so ``_forget`` need not scan."""
+    index: dict[str, list[str]] = st._iterations
+    at = path.find(_ITER)
+    while at != -1:
+        end = path.find("/", at + len(_ITER))
+        if end == -1:
+            return
+        index.setdefault(path[: end + 1], []).append(path)
+        at = path.find(_ITER, end)
 
 
 def _start_node(b: _Batch, prefix: str, spec: StepSpec, data: Any) -> None:
@@ -477,11 +494,22 @@ def _loop_iteration_done(b: _Batch, s: StepState, spec: StepSpec, output: Any) -
 
 def _forget(st: RunState, prefix: str) -> None:
     """Drop the step states of a finished loop iteration, keeping the counts."""
-    for path in [p for p in st.steps if p.startswith(prefix)]:
-        old = st.steps.pop(path)
-        if old.kind == "agent":
+    paths = st._iterations.pop(prefix, None)
+    if paths is None:  # a state not built by this machine (deserialised): scan
+        paths = [p for p in st.steps if p.startswith(prefix)]
+    for path in paths:
+        old = st.steps.pop(path, None)
+        if old is not None and old.kind == "agent":
             st.forgotten_steps += 1
             st.forgotten_succeeded += old.phase == "succeeded"
+        # Iterations of loops nested in this one go with it.
+        at = path.find(_ITER, len(prefix) - 1)
+        while at != -1:
+            end = path.find("/", at + len(_ITER))
+            if end == -1:
+                break
+            st._iterations.pop(path[: end + 1], None)
+            at = path.find(_ITER, end)
 
 
 def _on_agent_failure(

@@ -119,6 +119,8 @@ class RunState(BaseModel):
     """Stale or unknown events (late results of cancelled steps, duplicates)."""
 
     _plan: Any = PrivateAttr(default=None)
+    _iterations: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+    """Loop iteration prefix (``refine/iter-3/``) → step paths created inside it."""
 
     @property
     def finished(self) -> bool:

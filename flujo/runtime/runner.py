@@ -280,7 +280,8 @@ class _Execution:
         self.registry = flujo.registry
         self.state = state
         self.events = events
-        self.ready: deque[Event] = deque()
+        self.ready: deque[Event | LaunchStep] = deque()
+        """Events to apply, and inline calls to make, in order (see ``_launch``)."""
         self.results: asyncio.Queue[Event] = asyncio.Queue()
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.cancelling: set[asyncio.Task[None]] = set()
@@ -300,7 +301,7 @@ class _Execution:
             self._apply(RunStarted(input=input, seed=self.flujo.seed))
             while self.outcome is None:
                 if self.ready:
-                    self._apply(self.ready.popleft())
+                    self._next_ready()
                 else:
                     self._apply(await self.results.get())
         except BaseException as exc:
@@ -321,8 +322,9 @@ class _Execution:
         The machine adds a late result's usage and changes nothing else, so a
         breach's ledger counts every call that completed, as the operator's does.
         """
-        while self.ready or not self.results.empty():
-            event = self.ready.popleft() if self.ready else self.results.get_nowait()
+        self.ready.clear()  # inline calls not made yet are never made
+        while not self.results.empty():
+            event = self.results.get_nowait()
             if isinstance(event, StepSucceeded | StepFailed | StepCancelled):
                 self._apply(event)
 
@@ -392,17 +394,31 @@ class _Execution:
             self.ready.append(failed(cmd, agent))
             return
         if agent.supports_sync and not cmd.delay_seconds and cmd.timeout_seconds is None:
-            call_started(cmd)
-            try:
-                out = agent.run_sync(cmd.input, context_for(cmd))
-            except AgentError as exc:
-                self.ready.append(failed(cmd, exc))
-            except Exception as exc:
-                self.ready.append(crashed(cmd, exc))
-            else:
-                self.ready.append(succeeded(cmd, out))
+            # Made when its turn comes, not now: a breach or a failing sibling
+            # decided before then cancels it, and a cancelled inline call is
+            # never made — as a pod deleted before it ran never calls.
+            self.ready.append(cmd)
             return
         self.tasks[cmd.path] = asyncio.create_task(self._call(agent, cmd), name=cmd.path)
+
+    def _next_ready(self) -> None:
+        item = self.ready.popleft()
+        if not isinstance(item, LaunchStep):
+            self._apply(item)
+            return
+        if self.state.running.get(item.path) != item.attempt:
+            return  # cancelled before its turn
+        agent = self.agents[item.agent]
+        assert not isinstance(agent, AgentError)
+        call_started(item)
+        try:
+            out = agent.run_sync(item.input, context_for(item))
+        except AgentError as exc:
+            self._apply(failed(item, exc))
+        except Exception as exc:
+            self._apply(crashed(item, exc))
+        else:
+            self._apply(succeeded(item, out))
 
     async def _call(self, agent: Agent, cmd: LaunchStep) -> None:
         event = await call_agent(agent, cmd)
