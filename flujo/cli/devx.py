@@ -328,6 +328,8 @@ def _label(step: StepSpec, registry: AgentRegistry) -> Text:
         label.append(f", onItemFailure={mp.on_item_failure}")
         if mp.max_concurrency:
             label.append(f", maxConcurrency={mp.max_concurrency}")
+        if mp.batch_size:
+            label.append(f", batchSize={mp.batch_size}")
     else:
         for role, name in (("", step.agent), ("fallback ", step.fallback)):
             if name is None:

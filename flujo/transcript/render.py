@@ -211,6 +211,8 @@ def _outline(steps: list[StepSpec], depth: int, rows: list[tuple[str, str]]) -> 
             text = f"map over `{mp.items}` onItemFailure={mp.on_item_failure}"
             if mp.max_concurrency:
                 text += f" maxConcurrency={mp.max_concurrency}"
+            if mp.batch_size:
+                text += f" batchSize={mp.batch_size}"
             rows.append((label, text))
             _outline(mp.steps, depth + 1, rows)
         else:
