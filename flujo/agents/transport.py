@@ -74,9 +74,11 @@ from flujo.spec.agent import AgentSpec, PricingSpec
 from flujo.spec.loader import format_loc
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
     "JsonEndpoint",
     "OutputSchema",
     "RemoteAgent",
+    "answer_limit",
     "display_url",
     "encode_json",
     "error_for_status",
@@ -87,6 +89,46 @@ __all__ = [
 
 USER_AGENT: Final = "flujo"
 _EXCERPT_CHARS: Final = 200
+MAX_ANSWER_BYTES: Final = 64 << 20
+"""Largest answer body read when no security policy is active."""
+_ERROR_BODY_BYTES: Final = 64 << 10
+"""Of an error answer, only this much is read: enough for the server's message."""
+
+
+def answer_limit(max_output_bytes: int | None) -> int:
+    """Bytes of an answer body to read at most, for an output cap of ``max_output_bytes``.
+
+    The body is JSON around the output (escaping can multiply a string's size),
+    so the limit is a generous multiple: it exists to stop a hostile or broken
+    server from filling memory before the output check can run, not to be exact.
+    """
+    if not max_output_bytes:
+        return MAX_ANSWER_BYTES
+    return max_output_bytes * 6 + (64 << 10)
+
+
+async def _read_body(response: httpx.Response, limit: int, too_big: str | None) -> bytes:
+    """Read the body incrementally, up to ``limit`` bytes.
+
+    Past the limit: raise with ``too_big`` as the message, or (``None``) keep the
+    first ``limit`` bytes and stop reading (error answers, which are excerpted).
+    """
+    declared = response.headers.get("content-length", "")
+    if too_big is not None and declared.isdigit() and int(declared) > limit:
+        raise AgentError(PERMANENT, too_big)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            if too_big is not None:
+                raise AgentError(PERMANENT, too_big)
+            chunks.append(chunk[: len(chunk) - (size - limit)])
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -243,6 +285,8 @@ class JsonEndpoint:
                 CONFIG, f"{self.who}: endpoint {url!r} is not an absolute http(s) URL"
             ) from exc
         self._check_policy()
+        policy = active_policy()
+        self.max_answer_bytes = answer_limit(policy.max_output_bytes if policy else None)
 
     def _check_policy(self) -> None:
         """Refuse, at build time, what the active security policy does not allow."""
@@ -291,14 +335,32 @@ class JsonEndpoint:
         except RuntimeError as exc:  # a closed pool, or one bound to another event loop
             raise AgentError(INTERNAL, f"{self.who}: {exc}") from exc
         where = display_url(self.url)
+        limit = self.max_answer_bytes
+        too_big = (
+            f"{self.who}: the answer from {where} is larger than {limit} bytes; "
+            "the security policy's maxOutputBytes bounds what is read"
+        )
         try:
             async with asyncio.timeout(timeout):
-                response = await client.post(
+                # Streamed, so an oversized body is refused as it arrives rather
+                # than after it was held in memory whole.
+                async with client.stream(
+                    "POST",
                     self.url,
                     content=content,
                     headers=headers,
                     timeout=self.pool.limits.timeout(timeout),
-                )
+                ) as streamed:
+                    if streamed.is_success:
+                        body = await _read_body(streamed, limit, too_big)
+                    else:
+                        body = await _read_body(streamed, _ERROR_BODY_BYTES, None)
+                    response = httpx.Response(
+                        streamed.status_code,
+                        headers=streamed.headers,
+                        content=body,
+                        request=streamed.request,
+                    )
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise AgentError(
                 TIMEOUT,
