@@ -255,7 +255,9 @@ def summarize_run(
 def add_billing(record: dict[str, Any], work: Workload, result: Any, billed: list[int]) -> None:
     """What was really consumed: every call that delivered its answer (``billed``), whether
     or not the run's ledger (``RunResult.usage``) counted it."""
-    counted = sum(1 for s in result.steps.values() if s.kind == "agent" and s.phase == "succeeded")
+    # Counted = the ledger has its usage: succeeded steps, and results that arrived
+    # while the run stopped (their step stays cancelled, their usage is added).
+    counted = sum(1 for s in result.steps.values() if s.kind == "agent" and s.usage.cost_usd > 0)
     overspend = sum(work.cost[i] for i in billed) - work.limit
     record.update(
         billed_calls=len(billed),
