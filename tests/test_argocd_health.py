@@ -195,6 +195,17 @@ CLOSED = {"state": "closed", "failures": 0}
             "Degraded",
             "Circuit open after 5 failures (since 2026-01-01T00:00:00Z)",
         ),
+        (
+            {
+                "resolved": True,
+                "allowed": False,
+                "message": "refused by the security policy: spec.endpoint: loopback",
+                "circuit": CLOSED,
+            },
+            "Degraded",
+            "refused by the security policy: spec.endpoint: loopback",
+        ),
+        ({"resolved": True, "allowed": True, "circuit": CLOSED}, "Healthy", "Resolved"),
         (None, "Progressing", "Waiting for the operator to resolve the agent"),
         ({}, "Progressing", "Waiting for the operator to resolve the agent"),
     ],

@@ -1,5 +1,6 @@
--- Argo CD health of a flujo.dev Agent, from status.resolved and the circuit breaker.
---   resolved false -> Degraded; circuit open -> Degraded; no status -> Progressing; else Healthy.
+-- Argo CD health of a flujo.dev Agent, from status.resolved, status.allowed and the circuit breaker.
+--   resolved or allowed false -> Degraded; circuit open -> Degraded; no status -> Progressing;
+--   else Healthy.
 local hs = {}
 if obj.status == nil or obj.status.resolved == nil then
   hs.status = "Progressing"
@@ -18,6 +19,14 @@ if status.resolved == false then
   hs.message = "Not resolved"
   if status.message ~= nil and status.message ~= "" then
     hs.message = "Not resolved: " .. status.message
+  end
+  return hs
+end
+if status.allowed == false then
+  hs.status = "Degraded"
+  hs.message = "Refused by the security policy"
+  if status.message ~= nil and status.message ~= "" then
+    hs.message = status.message
   end
   return hs
 end
