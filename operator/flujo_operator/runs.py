@@ -134,6 +134,8 @@ class RunController:
         self._policies: dict[str, SecurityPolicy] = {}
         self._launch_policies: dict[str, dict[str, Any]] = {}
         self.running_pods: dict[str, set[str]] = {}
+        self.waiting_runs: dict[str, dict[str, dict[str, Any]]] = {}
+        """namespace → uid → the latest body of runs that could not start yet (Pending)."""
         """namespace → names of step pods created and not yet finished."""
 
     def policy(self, namespace: str) -> SecurityPolicy:
@@ -167,7 +169,13 @@ class RunController:
         async with self._lock(uid):
             if uid in self.sessions or uid in self.finished:
                 return
-            await self._open(body)
+            waiting = self.waiting_runs.setdefault(meta.get("namespace", ""), {})
+            waiting[uid] = body
+            try:
+                await self._open(body)
+            finally:
+                if uid in self.sessions or uid in self.finished:
+                    waiting.pop(uid, None)
 
     def _forget(self, uid: str) -> None:
         session = self.sessions.pop(uid, None)
@@ -179,6 +187,8 @@ class RunController:
                 pods.discard(pod_name(session.ref.name, path, attempt))
         self.finished.discard(uid)
         self.locks.pop(uid, None)
+        for waiting in self.waiting_runs.values():
+            waiting.pop(uid, None)
 
     async def _open(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -327,10 +337,14 @@ class RunController:
         )
 
     async def retry_pending(self, namespace: str) -> None:
-        """Agents or Pipelines changed, or a run finished: try runs waiting in Pending."""
-        for obj in await self.kube.list("pipelineruns", namespace):
-            if (obj.get("status") or {}).get("phase") in (None, "Pending"):
-                await self.on_run("MODIFIED", obj)
+        """Agents or Pipelines changed, or a run finished: try runs waiting in Pending.
+
+        The waiting runs are known from their watch events (kopf lists every run
+        at start), so this reads nothing from the API: re-listing a namespace's
+        runs on every finished run cost a LIST of every run, status and all.
+        """
+        for body in list(self.waiting_runs.get(namespace, {}).values()):
+            await self.on_run("MODIFIED", body)
 
     # --- replay after a restart -----------------------------------------------
 
