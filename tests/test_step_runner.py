@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from flujo.runtime.envelope import (
     EnvelopeError,
     decode_result,
     encode_result,
+    inline_result,
 )
 
 from tests.servers import OpenAIServer, completion
@@ -43,6 +45,20 @@ def test_tampered_or_truncated_logs_are_rejected() -> None:
         decode_result(message, "\n".join(lines[:-1]))
     with pytest.raises(EnvelopeError, match="not a Flujo result envelope"):
         decode_result("OOMKilled", log)
+
+
+def test_a_small_result_travels_whole_in_the_envelope() -> None:
+    """No log read for small results; the digest still guards the inline body."""
+    event = StepSucceeded(path="a", attempt=3, output={"label": "spam"}, usage=Usage(cost_usd=0.1))
+    message, log = encode_result(event)
+    assert len(message.encode()) <= MAX_ENVELOPE_BYTES
+    assert inline_result(message) == event == decode_result(message, log)
+    envelope = json.loads(message)
+    envelope["body"] = base64.b64encode(b'{"type":"StepSucceeded","path":"a"}').decode()
+    with pytest.raises(EnvelopeError, match="digest"):
+        inline_result(json.dumps(envelope))
+    big, _ = encode_result(StepSucceeded(path="a", output="x" * 5000))
+    assert inline_result(big) is None  # only in the log
 
 
 def test_failures_carry_class_and_usage_in_the_envelope() -> None:

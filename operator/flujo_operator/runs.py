@@ -45,7 +45,7 @@ from flujo.observability.anomaly import STATE_VERSION, AnomalyDetector, Verdict
 from flujo.observability.metrics import FlujoMetrics, MetricsObserver
 from flujo.observability.tracing import configure_tracing, record_run_span, run_traceparent
 from flujo.resilience.breaker import BreakerRegistry
-from flujo.runtime.envelope import EnvelopeError, decode_result
+from flujo.runtime.envelope import EnvelopeError, decode_result, inline_result
 from flujo.security.audit import AuditLog, AuditObserver
 from flujo.security.policy import SecurityPolicy, check_input, check_pipeline_policy
 from flujo.spec.agent import AgentSpec, cost_caps
@@ -412,8 +412,10 @@ class RunController:
         done = terminated(pod)
         if done is not None and done.get("message"):
             try:
-                text = await self.kube.pod_log(session.ref.namespace, name)
-                event = decode_result(done["message"], text)
+                event = inline_result(done["message"])
+                if event is None:  # too big for the envelope: read it from the log
+                    text = await self.kube.pod_log(session.ref.namespace, name)
+                    event = decode_result(done["message"], text)
                 return event, {"t": "pod", "p": path, "a": attempt}
             except EnvelopeError:
                 pass
@@ -711,9 +713,11 @@ async def journal_event(
         name = pod_name(ref.name, entry["p"], entry["a"])
         try:
             pod = await kube.get_pod(ref.namespace, name)
-            done = terminated(pod or {}) or {}
-            text = await kube.pod_log(ref.namespace, name)
-            return decode_result(str(done.get("message", "")), text)
+            message = str((terminated(pod or {}) or {}).get("message", ""))
+            event = inline_result(message)
+            if event is None:
+                event = decode_result(message, await kube.pod_log(ref.namespace, name))
+            return event
         except Exception as exc:
             return StepFailed(
                 path=entry["p"],
