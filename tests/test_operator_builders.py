@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from flujo.engine import LaunchStep, StepSucceeded, advance, new_run
 from flujo.engine.events import RunStarted
@@ -158,3 +159,40 @@ def test_journal_round_trip_and_config_errors() -> None:
         Config.from_env({"FLUJO_MAX_RUNNING_PODS": "many"})
     config = Config.from_env({"FLUJO_NAMESPACES": "a, b", "FLUJO_STEP_COMMAND": '["x", "y"]'})
     assert config.namespaces == ("a", "b") and config.step_command == ("x", "y")
+
+
+def test_security_audit_and_budget_settings_are_read_and_checked(tmp_path: Path) -> None:
+    import pytest
+
+    defaults = Config.from_env({})
+    assert defaults.security.profile == "cluster" and defaults.audit_log == "stdout"
+    assert not defaults.policy("any").allow_loopback  # the cluster profile
+    assert (defaults.api_qps, defaults.pod_create_qps) == (500.0, 200.0)
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(
+        "profile: embedded\nnamespaces:\n  lab: {maxLoopIterations: 7}\n", encoding="utf-8"
+    )
+    config = Config.from_env(
+        {
+            "FLUJO_SECURITY_POLICY": str(policy_file),
+            "FLUJO_SECURITY_REQUIRE_HTTPS": "false",
+            "FLUJO_API_QPS": "0",
+            "FLUJO_AUDIT_LOG": "off",
+            "FLUJO_AUDIT_CONTENT": "yes",
+        }
+    )
+    # The file's profile wins over the operator's default profile.
+    assert config.policy("other").allow_loopback
+    assert config.policy("lab").max_loop_iterations == 7
+    assert not config.policy("other").require_https
+    assert (config.api_qps, config.audit_log, config.audit_content) == (0.0, "off", True)
+    for env, name in (
+        ({"FLUJO_API_QPS": "fast"}, "FLUJO_API_QPS"),
+        ({"FLUJO_POD_CREATE_QPS": "-1"}, "FLUJO_POD_CREATE_QPS"),
+        ({"FLUJO_AUDIT_CONTENT": "maybe"}, "FLUJO_AUDIT_CONTENT"),
+        ({"FLUJO_SECURITY_POLICY": "{not json"}, "FLUJO_SECURITY_POLICY"),
+        ({"FLUJO_SECURITY_MAX_ATTEMPTS": "lots"}, "FLUJO_SECURITY_MAX_ATTEMPTS"),
+        ({"FLUJO_SECURITY_POLICY": str(tmp_path / "missing.yaml")}, "missing.yaml"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            Config.from_env(env)
