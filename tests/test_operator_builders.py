@@ -196,3 +196,26 @@ def test_security_audit_and_budget_settings_are_read_and_checked(tmp_path: Path)
     ):
         with pytest.raises(ConfigError, match=name):
             Config.from_env(env)
+
+
+def test_a_bad_setting_stops_the_operator_with_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    for name, value in (
+        ("FLUJO_AUDIT_LOG", str(tmp_path / "missing-dir" / "audit.log")),
+        ("FLUJO_SECURITY_POLICY", '{"maxLoopIterations": "many"}'),
+    ):
+        env = {**os.environ, name: value}
+        proc = subprocess.run(
+            [sys.executable, "-m", "flujo_operator"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert name in proc.stderr
+        assert "Traceback" not in proc.stderr

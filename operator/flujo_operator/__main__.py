@@ -6,6 +6,7 @@ and health endpoint taken from :class:`~flujo_operator.config.Config`.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import zlib
@@ -13,9 +14,21 @@ import zlib
 from flujo_operator.config import Config, ConfigError
 
 
+def _check_audit_target(target: str) -> None:
+    """An audit file that cannot be written stops the operator now, in one line."""
+    if target in ("off", "stdout", "stderr", "-"):
+        return
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"FLUJO_AUDIT_LOG: cannot open {target}: {exc.strerror}") from None
+    os.close(fd)
+
+
 def main() -> None:
     try:
         config = Config.from_env()
+        _check_audit_target(config.audit_log)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
