@@ -535,3 +535,50 @@ def test_a_long_loop_keeps_the_stored_status_small(
         assert len(status["steps"]) <= 11  # the window, not all 80 iterations
         assert "count/iter-80/inc" in status["steps"]
         assert "count/iter-1/inc" not in status["steps"]
+
+
+def test_an_agents_max_concurrent_holds_step_pods_back(
+    cluster: Any, kubeconfig: Path, tmp_path: Path, openai_server: Any
+) -> None:
+    """``rateLimit.maxConcurrent`` in the cluster: at most N of the agent's pods at once."""
+    from tests.servers import completion
+
+    openai_server.responder = lambda r: completion("ok", delay=0.3)
+    branches = "\n".join(
+        f"          - {{name: b{i}, steps: [{{name: ask-{i}, agent: llm}}]}}" for i in range(4)
+    )
+    docs = f"""
+apiVersion: flujo.dev/v1alpha1
+kind: Agent
+metadata: {{name: llm}}
+spec:
+  type: openai
+  model: m
+  endpoint: "{openai_server.base_url}"
+  rateLimit: {{maxConcurrent: 1}}
+---
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {{name: one-at-a-time}}
+spec:
+  pipeline:
+    steps:
+      - name: fan
+        parallel:
+          branches:
+{branches}
+  input: q
+"""
+    with running_operator(kubeconfig, tmp_path) as op:
+        cluster.apply(docs)
+        done = cluster(
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "pipelinerun/one-at-a-time",
+            "--timeout=90s",
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr + op.log()[-3000:]
+    assert openai_server.calls == 4
+    assert openai_server.max_in_flight == 1
+    assert len(run_pods(cluster, "one-at-a-time")) == 4

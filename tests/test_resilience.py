@@ -506,3 +506,28 @@ def test_remote_resources_share_breakers_and_limiters(openai_server: OpenAIServe
     asyncio.run(scenario())
     assert resources.pool.closed
     assert openai_server.wait_until(lambda: openai_server.open_connections == 0)
+
+
+def test_max_concurrent_bounds_the_calls_in_flight(openai_server: OpenAIServer) -> None:
+    """``rateLimit.maxConcurrent`` caps in-flight calls to one agent across a run's steps."""
+    from flujo import AgentManifest, AgentRegistry, Flujo, ParallelStep, Pipeline, Step
+
+    openai_server.responder = lambda r: completion("ok", delay=0.15)
+    manifest = AgentManifest.model_validate(
+        {
+            "metadata": {"name": "llm"},
+            "spec": {
+                "type": "openai",
+                "model": "m",
+                "endpoint": openai_server.base_url,
+                "rateLimit": {"maxConcurrent": 2},
+            },
+        }
+    )
+    registry = AgentRegistry()
+    registry.register_manifest(manifest)
+    fan = ParallelStep("fan", branches={f"b{i}": [Step(f"ask{i}", "llm")] for i in range(6)})
+    result = Flujo(Pipeline([fan]), agent_registry=registry).run("hi")
+    assert result.success
+    assert openai_server.calls == 6
+    assert openai_server.max_in_flight == 2

@@ -6,7 +6,7 @@ our side instead makes a burst of parallel steps queue briefly, in arrival
 order.  One :class:`RateLimiter` per agent is shared by every step of the
 process that uses that agent (:class:`RateLimiterRegistry`).
 
-Two independent limits, both optional:
+Three independent limits, all optional:
 
 - **requests per second with a burst** — a token bucket, implemented as its
   exact equivalent GCRA (virtual scheduling): each call reserves the next
@@ -19,6 +19,8 @@ Two independent limits, both optional:
   budget is positive and :meth:`RateLimiter.record` debits what they used;
   the budget may go into debt, which later calls wait out.  Concurrent calls
   can overshoot by what they use together, never for long.
+- **calls in flight** (``max_concurrent``) — a semaphore: a call waits for a
+  place, first come first served, and gives it back when it ends.
 
 Written here rather than taken from ``aiolimiter``: that library has no
 debt-based token budget and reads the event loop's clock, whereas tests and
@@ -50,6 +52,7 @@ class RateLimiter:
         requests_per_second: float | None = None,
         burst: int = 1,
         tokens_per_minute: int | None = None,
+        max_concurrent: int | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -59,6 +62,10 @@ class RateLimiter:
             raise ValueError("burst must be at least 1")
         if tokens_per_minute is not None and tokens_per_minute <= 0:
             raise ValueError("tokens_per_minute must be positive")
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.max_concurrent = max_concurrent
+        self._slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
         self.requests_per_second = requests_per_second
         self.burst = burst
         self.tokens_per_minute = tokens_per_minute
@@ -75,12 +82,17 @@ class RateLimiter:
         cls, spec: RateLimitSpec, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
     ) -> RateLimiter | None:
         """The limiter an agent's ``rateLimit`` asks for, or ``None`` if it limits nothing."""
-        if spec.requests_per_second is None and spec.tokens_per_minute is None:
+        if (
+            spec.requests_per_second is None
+            and spec.tokens_per_minute is None
+            and spec.max_concurrent is None
+        ):
             return None
         return cls(
             requests_per_second=spec.requests_per_second,
             burst=spec.burst,
             tokens_per_minute=spec.tokens_per_minute,
+            max_concurrent=spec.max_concurrent,
             clock=clock,
             sleep=sleep,
         )
@@ -96,6 +108,24 @@ class RateLimiter:
         if self.requests_per_second is not None:
             waited += await self._wait_for_slot()
         return waited
+
+    async def enter(self) -> float:
+        """Wait for a place among the calls in flight (``max_concurrent``); seconds waited.
+
+        Pair with :meth:`leave` when the call ends, however it ends.
+        """
+        if self._slots is None:
+            return 0.0
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return 0.0
+        started = self._clock()
+        await self._slots.acquire()
+        return max(0.0, self._clock() - started)
+
+    def leave(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
 
     def record(self, tokens: int) -> None:
         """Debit the tokens a finished call used from the per-minute budget."""

@@ -40,10 +40,18 @@ class ResilientAgent(BaseAgent):
     async def run(self, data: Any, context: AgentContext) -> AgentOutput:
         if self.breaker is not None:
             self.breaker.check()
-        if self.limiter is not None:
-            waited = time.monotonic()
+        if self.limiter is None:
+            return await self._call(data, context)
+        waited = time.monotonic()
+        await self.limiter.enter()
+        try:
             await self.limiter.acquire()
             rate_limit_waited(context.agent_name, time.monotonic() - waited)
+            return await self._call(data, context)
+        finally:
+            self.limiter.leave()
+
+    async def _call(self, data: Any, context: AgentContext) -> AgentOutput:
         try:
             if self.breaker is None:
                 result: AgentOutput = await self.inner.run(data, context)

@@ -79,6 +79,12 @@ class RateLimitSpec(SpecModel):
     requests_per_second: float | None = Field(None, gt=0, description="Sustained call rate.")
     burst: int = Field(1, ge=1, description="Calls allowed at once before the rate applies.")
     tokens_per_minute: int | None = Field(None, gt=0, description="Token budget per minute.")
+    max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        description="Calls in flight at once: per process embedded, per namespace in the "
+        "cluster (the operator holds further step pods back).",
+    )
 
 
 class ScriptedError(SpecModel):

@@ -134,6 +134,9 @@ class RunController:
         self._policies: dict[str, SecurityPolicy] = {}
         self._launch_policies: dict[str, dict[str, Any]] = {}
         self.running_pods: dict[str, set[str]] = {}
+        self.agent_pods: dict[tuple[str, str], set[str]] = {}
+        """(namespace, agent) → its step pods running now (``rateLimit.maxConcurrent``)."""
+        self.pod_agents: dict[tuple[str, str], str] = {}
         self.waiting_runs: dict[str, dict[str, dict[str, Any]]] = {}
         """namespace → uid → the latest body of runs that could not start yet (Pending)."""
         """namespace → names of step pods created and not yet finished."""
@@ -182,9 +185,8 @@ class RunController:
         if session is not None:
             if session.deadline is not None:
                 session.deadline.cancel()
-            pods = self.running_pods.get(session.ref.namespace, set())
             for path, attempt in session.state.running.items():
-                pods.discard(pod_name(session.ref.name, path, attempt))
+                self._pod_done(session.ref.namespace, pod_name(session.ref.name, path, attempt))
         self.finished.discard(uid)
         self.locks.pop(uid, None)
         for waiting in self.waiting_runs.values():
@@ -439,6 +441,9 @@ class RunController:
 
     def _pod_done(self, namespace: str, name: str) -> None:
         self.running_pods.get(namespace, set()).discard(name)
+        agent = self.pod_agents.pop((namespace, name), None)
+        if agent is not None:
+            self.agent_pods.get((namespace, agent), set()).discard(name)
 
     # --- applying events and executing commands ---------------------------------
 
@@ -550,22 +555,25 @@ class RunController:
         return None
 
     async def _launch(self, session: Session, cmd: LaunchStep) -> bool:
-        """Create the step pod; False when the namespace is at its pod cap."""
+        """Create the step pod; False when the namespace or the agent is at its pod cap."""
         namespace = session.ref.namespace
         pods = self.running_pods.setdefault(namespace, set())
         name = pod_name(session.ref.name, cmd.path, cmd.attempt)
         if name not in pods and len(pods) >= self.config.max_running_pods:
             return False
+        spec = session.agents.get(cmd.agent)
+        limit = spec.rate_limit.max_concurrent if spec and spec.rate_limit else None
+        agent_pods = self.agent_pods.setdefault((namespace, cmd.agent), set())
+        if limit is not None and name not in agent_pods and len(agent_pods) >= limit:
+            return False  # the Agent's rateLimit.maxConcurrent, across the namespace's runs
         pod, config_map = build_step_pod(
-            session.ref,
-            cmd,
-            session.agents.get(cmd.agent),
-            self.config,
-            policy=self.launch_policy(namespace),
+            session.ref, cmd, spec, self.config, policy=self.launch_policy(namespace)
         )
         if config_map is not None:
             await self.kube.create_config_map(config_map)
         pods.add(name)
+        agent_pods.add(name)
+        self.pod_agents[namespace, name] = cmd.agent
         await self.kube.create_pod(pod)
         return True
 

@@ -175,6 +175,8 @@ class OpenAIServer:
         self._requests: list[RecordedRequest] = []
         self._connections_opened = 0
         self._max_open = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: _CountingServer | None = None
@@ -309,6 +311,12 @@ class OpenAIServer:
             return self._max_open
 
     @property
+    def max_in_flight(self) -> int:
+        """The most requests being answered at the same time, so far."""
+        with self._lock:
+            return self._max_in_flight
+
+    @property
     def open_connections(self) -> int:
         """Client connections open right now (idle keep-alive ones included)."""
         server = self._server
@@ -343,6 +351,17 @@ class OpenAIServer:
         with self._lock:
             self._requests.append(record)
             reply = self._queue.pop(0) if self._queue else None
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            return await self._answer(request, record, reply)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _answer(
+        self, request: web.BaseRequest, record: RecordedRequest, reply: Reply | None
+    ) -> web.StreamResponse:
         if reply is None and self.responder is not None:
             reply = self.responder(record)
         if reply is None:
