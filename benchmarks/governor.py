@@ -499,9 +499,7 @@ def run_operator(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     ``benchmarks/operator_load.py``'s emulator and in-process kubelet."""
     import tempfile
 
-    import yaml
-    from benchmarks.operator_load import InProcessKubelet, TimingEmulator
-    from kubernetes import client, config
+    from benchmarks.operator_load import InProcessKubelet, TimingEmulator, connect_with_crds
     from tests.k8s.emulator import KUBELET_USER_AGENT, EmulatorServer
     from tests.operatorkit import OperatorProcess
 
@@ -530,30 +528,7 @@ def run_operator(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     with EmulatorServer(GovernorEmulator()) as server, tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "e",
-                    "clusters": [{"name": "e", "cluster": {"server": server.url}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [
-                        {
-                            "name": "e",
-                            "context": {"cluster": "e", "user": "u", "namespace": "default"},
-                        }
-                    ],
-                }
-            )
-        )
-        api = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
-        ext = client.ApiextensionsV1Api(api)
-        custom = client.CustomObjectsApi(api)
-        root = Path(__file__).resolve().parent.parent
-        for path in sorted((root / "crds").glob("*.yaml")):
-            ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+        kubeconfig, custom = connect_with_crds(server.url, Path(tmp))
         kubelet = InProcessKubelet(server.url, log_sink=server.emulator.append_log, max_pods=256)
         server.run(kubelet.start())
         operator = OperatorProcess(

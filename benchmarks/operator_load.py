@@ -118,6 +118,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def connect_with_crds(url: str, folder: Path) -> tuple[Path, Any]:
+    """A kubeconfig for the emulator at ``url`` (in ``folder``), the Flujo CRDs
+    installed, and a ``CustomObjectsApi`` on it."""
+    import yaml
+    from kubernetes import client, config
+
+    kubeconfig = folder / "kubeconfig"
+    context = {"cluster": "e", "user": "u", "namespace": "default"}
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "e",
+                "clusters": [{"name": "e", "cluster": {"server": url}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "e", "context": context}],
+            }
+        )
+    )
+    api = config.new_client_from_config(str(kubeconfig))
+    ext = client.ApiextensionsV1Api(api)
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+    return kubeconfig, client.CustomObjectsApi(api)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -131,34 +158,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from kubernetes import client, config
-
     with EmulatorServer(TimingEmulator()) as server, tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "e",
-                    "clusters": [{"name": "e", "cluster": {"server": server.url}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [
-                        {
-                            "name": "e",
-                            "context": {"cluster": "e", "user": "u", "namespace": "default"},
-                        }
-                    ],
-                }
-            )
-        )
-        api = config.new_client_from_config(str(kubeconfig))
-        ext = client.ApiextensionsV1Api(api)
-        custom = client.CustomObjectsApi(api)
-        import yaml
-
-        for path in sorted((ROOT / "crds").glob("*.yaml")):
-            ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+        kubeconfig, custom = connect_with_crds(server.url, Path(tmp))
         for obj in manifests(args.steps):
             custom.create_namespaced_custom_object(
                 "flujo.dev", "v1alpha1", "default", obj["kind"].lower() + "s", obj

@@ -245,16 +245,22 @@ def _new_state(b: _Batch, path: str, spec: StepSpec, kind: str, data: Any) -> St
 _ITER = "/iter-"
 
 
-def _index_iterations(st: RunState, path: str) -> None:
-    """Note ``path`` under every loop iteration enclosing it, so ``_forget`` need not scan."""
-    index: dict[str, list[str]] = st._iterations
-    at = path.find(_ITER)
+def _iteration_prefixes(path: str, start: int = 0) -> Iterator[str]:
+    """The loop-iteration scopes (``refine/iter-3/``) enclosing ``path``, found from ``start``."""
+    at = path.find(_ITER, start)
     while at != -1:
         end = path.find("/", at + len(_ITER))
         if end == -1:
             return
-        index.setdefault(path[: end + 1], []).append(path)
+        yield path[: end + 1]
         at = path.find(_ITER, end)
+
+
+def _index_iterations(st: RunState, path: str) -> None:
+    """Note ``path`` under every loop iteration enclosing it, so ``_forget`` need not scan."""
+    index: dict[str, list[str]] = st._iterations
+    for prefix in _iteration_prefixes(path):
+        index.setdefault(prefix, []).append(path)
 
 
 def _start_node(b: _Batch, prefix: str, spec: StepSpec, data: Any) -> None:
@@ -503,13 +509,8 @@ def _forget(st: RunState, prefix: str) -> None:
             st.forgotten_steps += 1
             st.forgotten_succeeded += old.phase == "succeeded"
         # Iterations of loops nested in this one go with it.
-        at = path.find(_ITER, len(prefix) - 1)
-        while at != -1:
-            end = path.find("/", at + len(_ITER))
-            if end == -1:
-                break
-            st._iterations.pop(path[: end + 1], None)
-            at = path.find(_ITER, end)
+        for nested in _iteration_prefixes(path, len(prefix) - 1):
+            st._iterations.pop(nested, None)
 
 
 def _on_agent_failure(
