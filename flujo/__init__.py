@@ -23,8 +23,7 @@ from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
 from flujo.runtime import Flujo, PipelineValidationError, RunResult
 from flujo.spec import AgentManifest, PipelineManifest, RetrySpec, UsageLimits
-
-__version__ = "0.1.0"
+from flujo.version import __version__
 
 __all__ = [
     "Agent",

@@ -23,7 +23,7 @@ from flujo.domain.dsl.step import AgentSink
 from flujo.engine import CancelStep, LaunchStep, StepFailed, StepSucceeded
 from flujo.spec import UsageLimits
 from flujo.spec.loader import load_documents
-from flujo.spec.validation import check_pipeline
+from flujo.domain.validation import check_pipeline
 from flujo.transcript.golden import compare, load_scenarios, stale_goldens
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

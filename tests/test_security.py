@@ -42,7 +42,7 @@ from flujo.security.policy import (
 )
 from flujo.spec.agent import AgentSpec
 from flujo.spec.loader import format_loc, load_documents
-from flujo.spec.validation import check_pipeline
+from flujo.domain.validation import check_pipeline
 
 from tests.servers import OpenAIServer
 

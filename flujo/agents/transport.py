@@ -54,7 +54,6 @@ from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators
 
 from flujo.agents.base import AgentContext, AgentOutput, BaseAgent
-from flujo.agents.credentials import resolve_credential
 from flujo.agents.pool import ClientPool, origin_of
 from flujo.domain.errors import (
     AUTH,
@@ -68,6 +67,7 @@ from flujo.domain.errors import (
     AgentError,
 )
 from flujo.domain.usage import Usage
+from flujo.security.credentials import resolve_credential
 from flujo.security.policy import active_policy, credential_file_problems, endpoint_problems
 from flujo.security.redaction import Redactor
 from flujo.spec.agent import AgentSpec, PricingSpec

@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from flujo.agents.registry import AgentRegistry
+from flujo.domain.validation import check_agents, check_pipeline
 from flujo.engine import Event, RunState, StepFailed, StepSucceeded
 from flujo.runtime import Flujo, RunResult
 from flujo.security.policy import (
@@ -30,7 +31,6 @@ from flujo.security.redaction import Redactor, install_log_redaction
 from flujo.spec.limits import UsageLimits
 from flujo.spec.loader import Documents, Problem, load_files
 from flujo.spec.pipeline import PipelineManifest
-from flujo.spec.validation import check_agents, check_pipeline
 
 __all__ = ["app", "main"]
 
@@ -352,7 +352,7 @@ def validate(
 
 
 def _iter_steps(manifest: PipelineManifest) -> Any:
-    from flujo.spec.validation import walk_steps
+    from flujo.domain.validation import walk_steps
 
     return walk_steps(manifest.spec.steps)
 
@@ -426,7 +426,7 @@ def crds(
 @app.command()
 def version() -> None:
     """Print Flujo's version."""
-    from flujo import __version__
+    from flujo.version import __version__
 
     typer.echo(__version__)
 

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from flujo.agents.registry import AgentEntry, AgentRegistry
+from flujo.domain.validation import check_agents, check_pipeline, walk_steps
 from flujo.spec.agent import AgentManifest, AgentSpec, CredentialSpec, ScriptedResponse
 from flujo.spec.base import ObjectMeta
 from flujo.spec.loader import Documents, Problem, load_files
 from flujo.spec.pipeline import BranchSpec, PipelineManifest, StepSpec
-from flujo.spec.validation import check_agents, check_pipeline, walk_steps
 
 if TYPE_CHECKING:
     from rich.text import Text

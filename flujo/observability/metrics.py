@@ -47,8 +47,9 @@ from flujo.engine import (
     StepFailed,
     StepSucceeded,
 )
-from flujo.observability import AgentInfo, advance_seconds, bind, unbind
+from flujo.hooks import advance_seconds, bind, unbind
 from flujo.observability.anomaly import AnomalyDetector, Verdict
+from flujo.observability.info import AgentInfo
 
 __all__ = [
     "ALLOWED_LABELS",

@@ -82,7 +82,7 @@ from flujo.engine import (
     StepFailed,
     StepSucceeded,
 )
-from flujo.observability import AgentInfo, ObservabilityWarning
+from flujo.observability.info import AgentInfo, ObservabilityWarning
 
 __all__ = [
     "FlujoIdGenerator",
@@ -341,7 +341,7 @@ def configure_tracing(
 
 
 def _tracer(provider: trace.TracerProvider | None) -> trace.Tracer:
-    from flujo import __version__
+    from flujo.version import __version__
 
     return (provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
 

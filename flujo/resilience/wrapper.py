@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flujo.agents.base import AgentContext, AgentOutput, BaseAgent
+from flujo.domain.agent import AgentContext, AgentOutput, BaseAgent
 from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
-from flujo.observability import rate_limit_waited
+from flujo.hooks import rate_limit_waited
 from flujo.resilience.breaker import AgentBreaker
 from flujo.resilience.ratelimit import RateLimiter
 

@@ -15,7 +15,7 @@ from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
 from flujo.engine.commands import LaunchStep
 from flujo.engine.events import StepFailed, StepSucceeded
-from flujo.observability import call_started
+from flujo.hooks import call_started
 
 __all__ = ["call_agent", "context_for", "crashed", "failed", "succeeded"]
 

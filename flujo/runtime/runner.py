@@ -26,6 +26,7 @@ from flujo.domain.dsl.pipeline import Pipeline
 from flujo.domain.dsl.step import AgentSink, BaseStep
 from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
+from flujo.domain.validation import check_agents, check_pipeline
 from flujo.engine import (
     CancelStep,
     Command,
@@ -44,7 +45,7 @@ from flujo.engine import (
     advance,
     new_run,
 )
-from flujo.observability import call_started, record_advance
+from flujo.hooks import call_started, record_advance
 from flujo.runtime.calls import call_agent, context_for, crashed, failed, succeeded
 from flujo.runtime.results import EventLog, ResultStore, spill_threshold
 from flujo.security.policy import (
@@ -58,7 +59,6 @@ from flujo.spec.agent import cost_caps
 from flujo.spec.limits import UsageLimits
 from flujo.spec.loader import Problem, SpecError
 from flujo.spec.pipeline import PipelineManifest, PipelineSpec
-from flujo.spec.validation import check_agents, check_pipeline
 
 __all__ = ["Flujo", "PipelineValidationError", "RunObserver", "RunResult"]
 

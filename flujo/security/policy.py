@@ -48,14 +48,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from flujo.agents.base import Agent, AgentContext, AgentOutput
+from flujo.domain.agent import Agent, AgentContext, AgentOutput
 from flujo.domain.errors import PERMANENT, AgentError
 from flujo.domain.templates import TemplateProblem, private_attributes
+from flujo.domain.validation import Finding, Loc, agent_references, walk_steps
 from flujo.spec.agent import AGENT_TYPES, AgentSpec, CredentialSpec
 from flujo.spec.base import SpecModel
 from flujo.spec.loader import format_loc
 from flujo.spec.pipeline import PipelineSpec, StepSpec
-from flujo.spec.validation import Finding, Loc, agent_references, walk_steps
 
 __all__ = [
     "ALWAYS_DENIED_NETWORKS",

@@ -8,7 +8,7 @@ occurrence with ``***`` in text, in JSON-like data and in log records.
 
 It is the *last* line of defence.  The first is not to put secrets in
 messages at all: credentials are resolved per call and only placed in
-request headers (:mod:`flujo.agents.credentials`), and the transport
+request headers (:mod:`flujo.security.credentials`), and the transport
 already redacts a server's echo of the key from its error messages.  The
 redactor catches what slips through anyway — a server echoing the key in a
 successful answer, a library logging a header at DEBUG, a traceback.
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from flujo.agents.credentials import secret_env_name
+from flujo.security.credentials import secret_env_name
 from flujo.spec.agent import AgentSpec, CredentialSpec
 
 __all__ = [
@@ -116,7 +116,7 @@ class Redactor:
         """Know the values the agents' credential references resolve to right now.
 
         The same sources, in the same way, as
-        :func:`flujo.agents.credentials.resolve_credential`: the variable a
+        :func:`flujo.security.credentials.resolve_credential`: the variable a
         ``secretKeyRef`` reaches a step pod as, ``env``, and ``file``.
         Missing sources are skipped silently: the call will report them.
         """

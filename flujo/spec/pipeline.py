@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from flujo.domain.errors import DEFAULT_RETRY_ON
 from flujo.spec.base import API_VERSION, NAME_PATTERN, ObjectMeta, SpecModel
+from flujo.spec.error_classes import DEFAULT_RETRY_ON
 from flujo.spec.limits import UsageLimits
 
 __all__ = [

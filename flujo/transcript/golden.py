@@ -23,13 +23,13 @@ import yaml
 from pydantic import Field, model_validator
 
 from flujo.agents.registry import AgentRegistry
+from flujo.domain.validation import walk_steps
 from flujo.runtime.runner import Flujo, RunResult
 from flujo.spec.agent import AgentManifest
 from flujo.spec.base import NAME_PATTERN, SpecModel
 from flujo.spec.limits import UsageLimits
 from flujo.spec.loader import Problem, SpecError, load_files
 from flujo.spec.pipeline import PipelineManifest
-from flujo.spec.validation import walk_steps
 from flujo.transcript.render import transcript_of
 
 __all__ = [

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flujo.agents.credentials import secret_env_name
 from flujo.domain import errors
 from flujo.domain.usage import Usage
 from flujo.engine import LaunchStep, RunState, StepFailed
 from flujo.observability.tracing import run_traceparent
 from flujo.runtime.step_runner import LaunchDocument
+from flujo.security.credentials import secret_env_name
 from flujo.spec.agent import AgentSpec
 from flujo.spec.base import API_VERSION
 from pydantic import ValidationError

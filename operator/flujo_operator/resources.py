@@ -16,13 +16,13 @@ import contextlib
 import logging
 from typing import Any
 
+from flujo.domain.validation import check_agents, check_pipeline
 from flujo.resilience.breaker import BreakerRegistry, BreakerState, MemoryBreakerStateStore
 from flujo.security.audit import AuditLog
 from flujo.security.policy import check_agent_policy, check_pipeline_policy
 from flujo.spec.agent import AgentSpec
 from flujo.spec.loader import format_loc
 from flujo.spec.pipeline import PipelineSpec
-from flujo.spec.validation import check_agents, check_pipeline
 from pydantic import ValidationError
 
 from flujo_operator.builders import condition, first_error, now_iso

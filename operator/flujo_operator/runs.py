@@ -26,6 +26,7 @@ from typing import Any
 
 from flujo.agents.builtin import PRESET_PREFIX, builtin_names
 from flujo.domain import errors
+from flujo.domain.validation import check_agents, check_pipeline
 from flujo.engine import (
     CancelStep,
     Command,
@@ -40,7 +41,7 @@ from flujo.engine import (
     event_adapter,
     new_run,
 )
-from flujo.observability import record_advance
+from flujo.hooks import record_advance
 from flujo.observability.anomaly import STATE_VERSION, AnomalyDetector, Verdict
 from flujo.observability.metrics import FlujoMetrics, MetricsObserver
 from flujo.observability.tracing import configure_tracing, record_run_span, run_traceparent
@@ -52,7 +53,6 @@ from flujo.spec.agent import AgentSpec, cost_caps
 from flujo.spec.loader import format_loc
 from flujo.spec.pipeline import PipelineSpec
 from flujo.spec.run import PipelineRunSpec
-from flujo.spec.validation import check_agents, check_pipeline
 from pydantic import ValidationError
 
 from flujo_operator.builders import (

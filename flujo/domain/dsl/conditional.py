@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flujo.domain.dsl.pipeline import Body, as_steps
-from flujo.domain.dsl.step import AgentSink, BaseStep
+from flujo.domain.dsl.base import AgentSink, BaseStep, Body, as_steps, steps_from_spec
 from flujo.spec.pipeline import BranchSpec, ConditionalSpec, StepSpec
 
 __all__ = ["ConditionalStep"]
@@ -18,6 +17,8 @@ class ConditionalStep(BaseStep):
     ``steps``; its value (``True``/``False`` become ``"true"``/``"false"``)
     names the branch.  ``default`` is taken when no branch matches.
     """
+
+    kind = "conditional"
 
     def __init__(
         self,
@@ -46,4 +47,15 @@ class ConditionalStep(BaseStep):
                     for k, v in self.branches.items()
                 ],
             ),
+        )
+
+    @classmethod
+    def from_spec(cls, spec: StepSpec) -> ConditionalStep:
+        assert spec.conditional is not None
+        return cls(
+            spec.name,
+            spec.conditional.condition,
+            {b.name: steps_from_spec(b.steps) for b in spec.conditional.branches},
+            default=spec.conditional.default,
+            description=spec.description,
         )

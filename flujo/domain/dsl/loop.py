@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flujo.domain.dsl.pipeline import Body, as_steps
-from flujo.domain.dsl.step import AgentSink, BaseStep
+from flujo.domain.dsl.base import AgentSink, BaseStep, Body, as_steps, steps_from_spec
 from flujo.spec.pipeline import LoopSpec, StepSpec
 
 __all__ = ["LoopStep"]
@@ -18,6 +17,8 @@ class LoopStep(BaseStep):
     ``output`` and ``iteration`` in scope, e.g. ``"'APPROVED' in output"``.
     ``max_iterations`` is mandatory: an unbounded loop is a budget leak.
     """
+
+    kind = "loop"
 
     def __init__(
         self,
@@ -46,4 +47,16 @@ class LoopStep(BaseStep):
                 on_max_iterations=self.on_max_iterations,
                 steps=[s.to_spec(sink) for s in self.body],
             ),
+        )
+
+    @classmethod
+    def from_spec(cls, spec: StepSpec) -> LoopStep:
+        assert spec.loop is not None
+        return cls(
+            spec.name,
+            steps_from_spec(spec.loop.steps),
+            max_iterations=spec.loop.max_iterations,
+            exit_when=spec.loop.exit_when,
+            on_max_iterations=spec.loop.on_max_iterations,
+            description=spec.description,
         )

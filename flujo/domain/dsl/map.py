@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flujo.domain.dsl.pipeline import Body, as_steps
-from flujo.domain.dsl.step import AgentSink, BaseStep
+from flujo.domain.dsl.base import AgentSink, BaseStep, Body, as_steps, steps_from_spec
 from flujo.spec.pipeline import MapSpec, StepSpec
 
 __all__ = ["MapStep"]
@@ -24,6 +23,8 @@ class MapStep(BaseStep):
     ``max_concurrency`` batches run at once and ``on_item_failure`` applies
     per batch.
     """
+
+    kind = "map"
 
     def __init__(
         self,
@@ -58,4 +59,18 @@ class MapStep(BaseStep):
                 batch_size=self.batch_size,
                 steps=[s.to_spec(sink) for s in self.body],
             ),
+        )
+
+    @classmethod
+    def from_spec(cls, spec: StepSpec) -> MapStep:
+        assert spec.map is not None
+        return cls(
+            spec.name,
+            spec.map.items,
+            steps_from_spec(spec.map.steps),
+            max_concurrency=spec.map.max_concurrency,
+            on_item_failure=spec.map.on_item_failure,
+            max_items=spec.map.max_items,
+            batch_size=spec.map.batch_size,
+            description=spec.description,
         )

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from flujo.domain.dsl.pipeline import Body, as_steps
-from flujo.domain.dsl.step import AgentSink, BaseStep
+from flujo.domain.dsl.base import AgentSink, BaseStep, Body, as_steps, steps_from_spec
 from flujo.spec.pipeline import BranchSpec, ParallelSpec, StepSpec
 
 __all__ = ["ParallelStep"]
@@ -19,6 +18,8 @@ class ParallelStep(BaseStep):
     ``wait`` lets them finish before failing, ``ignore`` merges the branches
     that succeeded.
     """
+
+    kind = "parallel"
 
     def __init__(
         self,
@@ -50,4 +51,16 @@ class ParallelStep(BaseStep):
                     for k, v in self.branches.items()
                 ],
             ),
+        )
+
+    @classmethod
+    def from_spec(cls, spec: StepSpec) -> ParallelStep:
+        assert spec.parallel is not None
+        return cls(
+            spec.name,
+            {b.name: steps_from_spec(b.steps) for b in spec.parallel.branches},
+            merge=spec.parallel.merge,
+            on_branch_failure=spec.parallel.on_branch_failure,
+            max_concurrency=spec.parallel.max_concurrency,
+            description=spec.description,
         )

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flujo.domain.errors import ERROR_CLASSES
 from flujo.domain.templates import TemplateProblem, referenced_steps, undeclared_names
+from flujo.spec.error_classes import ERROR_CLASSES
 from flujo.spec.pipeline import MAX_DEPTH, BranchSpec, PipelineSpec, StepSpec
 
 __all__ = ["Finding", "check_agents", "check_pipeline", "walk_steps"]
