@@ -73,6 +73,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -161,6 +162,8 @@ class LocalKubelet:
     ``extra_env`` is added to every process (e.g. ``COVERAGE_PROCESS_START``);
     ``max_grace_seconds`` caps the deletion grace period (default: the pod's).
     ``started`` lists ``namespace/name`` of every pod whose process started.
+    ``ssl_context`` and ``headers`` are for a real apiserver (TLS, client certificate
+    or token); the emulator needs neither.
     """
 
     def __init__(
@@ -174,8 +177,14 @@ class LocalKubelet:
         extra_env: Mapping[str, str] | None = None,
         workdir: str | os.PathLike[str] | None = None,
         max_grace_seconds: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        # A real apiserver (tests/realcluster/) needs TLS and credentials: the context
+        # carries the CA and a client certificate, ``headers`` e.g. a bearer token.
+        self._ssl_context = ssl_context
+        self._headers = dict(headers or {})
         self.node_name = node_name
         self.max_pods = max_pods
         self.entrypoints = dict(entrypoints or {})
@@ -219,7 +228,11 @@ class LocalKubelet:
             self._own_workdir = tempfile.TemporaryDirectory(prefix="flujo-kubelet-")
             self._workdir = Path(self._own_workdir.name)
         self._session = aiohttp.ClientSession(
-            base_url=self.api_url, headers={"User-Agent": f"{KUBELET_USER_AGENT}/{self.node_name}"}
+            base_url=self.api_url,
+            headers={"User-Agent": f"{KUBELET_USER_AGENT}/{self.node_name}", **self._headers},
+            connector=aiohttp.TCPConnector(ssl=self._ssl_context)
+            if self._ssl_context is not None
+            else None,
         )
         await self._register_node()
         self._watcher = asyncio.create_task(self._watch_pods(), name="kubelet-watch")
