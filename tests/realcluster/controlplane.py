@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from aiohttp import web
 
 from tests.k8s.kubelet import LocalKubelet
+from tests.operatorkit import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "control-plane.sh"
@@ -183,11 +185,15 @@ class RealKubectl:
 class KubeletThread:
     """The local kubelet on an event loop thread of its own, bound to the real apiserver.
 
-    Pod output is kept in ``logs[(namespace, pod)]``.
+    Pod output is kept in ``logs[(namespace, pod)]`` and served the way a kubelet serves
+    it (``/containerLogs/...`` over TLS, the port in the Node's ``daemonEndpoints``), so
+    ``pods/log`` through the real apiserver works.
     """
 
     def __init__(self, plane: ControlPlane, **options: Any) -> None:
         self.logs: dict[tuple[str, str], bytearray] = defaultdict(bytearray)
+        self._pki = plane.pki
+        self.log_port = 0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="kubelet", daemon=True)
         self.kubelet = LocalKubelet(
@@ -206,11 +212,49 @@ class KubeletThread:
 
     def start(self) -> None:
         self.thread.start()
+        self.run(self._serve_logs())
         self.run(self.kubelet.start())
+        # A real apiserver serves pods/log by asking the node's kubelet endpoint.
+        self.run(self._advertise_log_port())
+
+    async def _serve_logs(self) -> None:
+        """The kubelet's ``/containerLogs/{namespace}/{pod}/{container}`` over TLS on loopback."""
+        app = web.Application()
+        app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(
+            str(self._pki / "apiserver.crt"), str(self._pki / "apiserver.key")
+        )
+        self.log_port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", self.log_port, ssl_context=server_tls).start()
+
+    async def _container_logs(self, request: web.Request) -> web.Response:
+        key = (request.match_info["namespace"], request.match_info["pod"])
+        if key not in self.logs:
+            return web.Response(status=404, text="pod not found on this node")
+        data = bytes(self.logs[key])
+        if request.query.get("tailLines"):
+            lines = data.splitlines(keepends=True)
+            count = int(request.query["tailLines"])
+            data = b"".join(lines[-count:]) if count else b""
+        if request.query.get("limitBytes"):
+            data = data[: int(request.query["limitBytes"])]
+        return web.Response(body=data, content_type="text/plain")
+
+    async def _advertise_log_port(self) -> None:
+        await self.kubelet._call(  # the kubelet's own authenticated session
+            "PATCH",
+            f"/api/v1/nodes/{self.kubelet.node_name}/status",
+            {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}}}},
+            "application/merge-patch+json",
+        )
 
     def stop(self) -> None:
         try:
             self.run(self.kubelet.stop())
+            self.run(self._runner.cleanup())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
