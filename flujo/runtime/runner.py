@@ -14,9 +14,7 @@ import asyncio
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from types import TracebackType
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from flujo.agents.base import Agent
@@ -25,7 +23,6 @@ from flujo.domain import errors
 from flujo.domain.dsl.pipeline import Pipeline
 from flujo.domain.dsl.step import AgentSink, BaseStep
 from flujo.domain.errors import AgentError
-from flujo.domain.usage import Usage
 from flujo.domain.validation import check_agents, check_pipeline
 from flujo.engine import (
     CancelStep,
@@ -40,14 +37,16 @@ from flujo.engine import (
     RunState,
     StepCancelled,
     StepFailed,
-    StepState,
     StepSucceeded,
     advance,
     new_run,
 )
 from flujo.hooks import call_started, record_advance
 from flujo.runtime.calls import call_agent, context_for, crashed, failed, succeeded
+from flujo.runtime.durable import DurableEventLog, StoreOutputs
 from flujo.runtime.results import EventLog, ResultStore, spill_threshold
+from flujo.runtime.run_result import RunResult
+from flujo.runtime.store import FLUSH_EVERY, Journal, RunStore, StoreError
 from flujo.security.policy import (
     OutputGuard,
     SecurityPolicy,
@@ -63,6 +62,8 @@ from flujo.spec.pipeline import PipelineManifest, PipelineSpec
 __all__ = ["Flujo", "PipelineValidationError", "RunObserver", "RunResult"]
 
 EventHook = Callable[[Event, RunState], None]
+CANCEL_POLL_SECONDS = 1.0
+"""How often a stored run looks for a cancellation requested by another process."""
 
 
 class RunObserver(Protocol):
@@ -77,108 +78,6 @@ class RunObserver(Protocol):
 
 class PipelineValidationError(SpecError):
     """The pipeline cannot run: every problem is listed."""
-
-
-@dataclass(repr=False)
-class RunResult:
-    """What a finished run returns: output, outcome, per-step states, usage, events.
-
-    ``events`` is the run's whole event log.  Under the embedded executor it is
-    an :class:`~flujo.runtime.results.EventLog`: large step outputs are kept in
-    the run's result store (a temp file) and read back on access, so iterate it
-    (or :meth:`iter_events`) rather than copying it into a list.  The store is
-    released by :meth:`close` (or ``with result:``) or when the result is
-    garbage-collected; after that, reading a spilled event raises
-    :class:`~flujo.runtime.results.ResultStoreClosedError`.
-    """
-
-    outcome: Outcome
-    state: RunState
-    events: Sequence[Event] = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        # Short on purpose: asyncio reprs task results, and a full dump of a
-        # thousand-step state would cost more than running the steps.
-        return (
-            f"RunResult(status={self.status!r}, steps={len(self.state.steps)}, "
-            f"usage={self.usage!r})"
-        )
-
-    @property
-    def status(self) -> str:
-        return self.outcome.status
-
-    @property
-    def success(self) -> bool:
-        return self.outcome.status == "succeeded"
-
-    @property
-    def output(self) -> Any:
-        return self.outcome.output
-
-    @property
-    def usage(self) -> Usage:
-        return self.state.usage
-
-    @property
-    def steps(self) -> dict[str, StepState]:
-        return self.state.steps
-
-    def iter_events(self) -> Iterator[Event]:
-        """The events in order, holding at most one spilled output at a time."""
-        return iter(self.events)
-
-    def close(self) -> None:
-        """Release the run's result store (idempotent); the outcome and state stay."""
-        if isinstance(self.events, EventLog):
-            self.events.close()
-
-    def __enter__(self) -> RunResult:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def to_dict(self, *, events: bool = True) -> dict[str, Any]:
-        """The JSON form printed by ``flujo run --json``.
-
-        ``events=False`` leaves the event list empty, for callers that stream
-        it from :meth:`iter_events` instead of holding every output at once.
-        """
-        return {
-            "status": self.outcome.status,
-            "output": self.outcome.output,
-            "reason": self.outcome.reason,
-            "errorClass": self.outcome.error_class,
-            "message": self.outcome.message,
-            "failedPath": self.outcome.path,
-            "usage": self.state.usage.model_dump(by_alias=True),
-            "launches": self.state.launches,
-            "steps": {
-                path: {
-                    "kind": s.kind,
-                    "phase": s.phase,
-                    **({"agent": s.agent, "attempts": s.attempt} if s.kind == "agent" else {}),
-                    **({"iterations": s.iteration} if s.kind == "loop" else {}),
-                    **({"branch": s.branch} if s.branch else {}),
-                    "output": s.output,
-                    **(
-                        {"errorClass": s.error_class, "message": s.message} if s.error_class else {}
-                    ),
-                    "usage": s.usage.model_dump(by_alias=True),
-                }
-                for path, s in self.state.steps.items()
-            },
-            "events": [e.model_dump(mode="json") for e in self.iter_events()] if events else [],
-            "pipeline": self.state.pipeline.to_data(),
-            "limits": self.state.limits.to_data(),
-            "agentCaps": dict(self.state.agent_caps),
-        }
 
 
 def _to_spec(
@@ -203,6 +102,11 @@ class Flujo:
     in the run's result store (a temp file) instead of the in-memory event
     log; default ``$FLUJO_SPILL_BYTES``, else 4096; ``0`` keeps everything in
     memory.  See :mod:`flujo.runtime.results`.
+
+    ``store``: a :class:`~flujo.runtime.store.RunStore` that journals the run as
+    it happens, so :meth:`resume` can finish it after a crash; ``store_meta``
+    is JSON data kept with the run (the CLI keeps the agent manifests there).
+    Without a store the run lives in memory only.
     """
 
     def __init__(
@@ -217,8 +121,17 @@ class Flujo:
         source: str = "<pipeline>",
         security_policy: SecurityPolicy | None = None,
         spill_bytes: int | None = None,
+        store: RunStore | None = None,
+        store_meta: dict[str, Any] | None = None,
     ) -> None:
         sink = AgentSink()
+        self.store = store
+        self.store_meta = dict(store_meta or {})
+        self.name = (
+            pipeline.metadata.name
+            if isinstance(pipeline, PipelineManifest)
+            else str(getattr(pipeline, "name", "") or "pipeline")
+        )
         self.spill_bytes = spill_threshold(spill_bytes)
         self.security_policy = security_policy or SecurityPolicy.embedded()
         self.spec = _to_spec(pipeline, sink)
@@ -253,30 +166,108 @@ class Flujo:
         )
         return caps
 
-    def run(self, input: Any = None) -> RunResult:
+    def run(self, input: Any = None, *, run_id: str | None = None) -> RunResult:
         """Run to completion from synchronous code."""
+        return self._sync(self.run_async(input, run_id=run_id), "run")
+
+    def resume(self, run_id: str, *, cancel: str | None = None) -> RunResult:
+        """Finish a stored run from its journal (see :meth:`resume_async`)."""
+        return self._sync(self.resume_async(run_id, cancel=cancel), "resume")
+
+    @staticmethod
+    def _sync(call: Any, name: str) -> RunResult:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.run_async(input))
-        raise RuntimeError("Flujo.run() called inside an event loop; use await run_async()")
+            result: RunResult = asyncio.run(call)
+            return result
+        call.close()
+        raise RuntimeError(f"Flujo.{name}() called inside an event loop; use await {name}_async()")
 
-    async def run_async(self, input: Any = None) -> RunResult:
+    def _definition(self) -> dict[str, Any]:
+        """What the store keeps to resume the run: its pipeline and limits, and the meta."""
+        return {
+            **self.store_meta,
+            "name": self.name,
+            "pipeline": self.spec.to_data(),
+            "limits": self.usage_limits.to_data() if self.usage_limits is not None else None,
+            "seed": self.seed,
+            "spillBytes": self.spill_bytes,
+        }
+
+    async def run_async(self, input: Any = None, *, run_id: str | None = None) -> RunResult:
         enforce_input(input, self.security_policy)
         state = new_run(self.spec, self.usage_limits, self._agent_caps())
-        execution = _Execution(self, state, EventLog(ResultStore(self.spill_bytes)))
+        journal: Journal | None = None
+        events: EventLog
+        if self.store is not None:
+            run_id = self.store.create(self._definition(), run_id=run_id)
+            journal = self.store.journal(run_id)
+            events = DurableEventLog(StoreOutputs(self.store, journal, self.spill_bytes))
+        else:
+            events = EventLog(ResultStore(self.spill_bytes))
+        execution = _Execution(self, state, events, journal)
         try:
             with use_policy(self.security_policy):
                 return await execution.run(input)
         finally:
             await self.registry.aclose()
+            if self.store is not None and run_id is not None:
+                self.store.release(run_id)
+
+    async def resume_async(self, run_id: str, *, cancel: str | None = None) -> RunResult:
+        """Finish the stored run ``run_id`` (or an unambiguous prefix of it).
+
+        Its journal is replayed through the state machine: a step whose result
+        was recorded is not called again; the launches that were in flight
+        when the run stopped are made again, same attempt (their result was
+        never recorded), and the policy of each step applies to what they
+        return.  With ``cancel``, the run is cancelled instead, without
+        calling anything.  The pipeline must be the run's own: the store keeps
+        it, and a different one is refused.
+        """
+        store = self.store
+        if store is None:
+            raise StoreError("resume needs a run store: Flujo(..., store=RunStore(path))")
+        record = store.resolve(run_id)
+        if record.finished:
+            raise StoreError(f"run {record.id} has {record.status} already; nothing to resume")
+        if not store.claim(record.id):
+            raise StoreError(f"run {record.id} is being executed by another process")
+        try:
+            stored = record.definition.get("pipeline")
+            if stored != self.spec.to_data():
+                raise StoreError(
+                    f"run {record.id} was started with another pipeline than the one given"
+                )
+            limits = record.definition.get("limits")
+            usage_limits = UsageLimits.model_validate(limits) if limits else None
+            state = new_run(self.spec, usage_limits, self._agent_caps())
+            journal = store.journal(
+                record.id, next_seq=record.events, active_seconds=record.active_seconds
+            )
+            spill = record.definition.get("spillBytes")
+            events = DurableEventLog(
+                StoreOutputs(store, journal, spill if isinstance(spill, int) else None)
+            )
+            execution = _Execution(self, state, events, journal)
+            with use_policy(self.security_policy):
+                return await execution.run(None, replay=store.entries(record.id), cancel=cancel)
+        finally:
+            await self.registry.aclose()
+            store.release(record.id)
 
 
 class _Execution:
     """One run: the event loop between the machine and the agents."""
 
-    def __init__(self, flujo: Flujo, state: RunState, events: EventLog) -> None:
+    def __init__(
+        self, flujo: Flujo, state: RunState, events: EventLog, journal: Journal | None = None
+    ) -> None:
         self.flujo = flujo
+        self.journal = journal
+        """The run's journal in its store: committed before every wait (see ``_flush``)."""
+        self.watcher: asyncio.TimerHandle | None = None
         self.registry = flujo.registry
         self.state = state
         self.events = events
@@ -288,33 +279,108 @@ class _Execution:
         self.agents: dict[str, Agent | AgentError] = {}
         self.outcome: Outcome | None = None
 
-    async def run(self, input: Any) -> RunResult:
+    async def run(
+        self,
+        input: Any,
+        replay: Iterable[tuple[Event, str | None]] | None = None,
+        cancel: str | None = None,
+    ) -> RunResult:
+        if replay is not None:
+            self._replay(replay, relaunch=cancel is None)
+            if cancel is not None and self.outcome is None:
+                self._apply(RunCancelled(reason=cancel))
         deadline = self._deadline()
         timer = (
             asyncio.get_running_loop().call_later(
-                deadline, self.results.put_nowait, DeadlineReached()
+                max(deadline, 0.0), self.results.put_nowait, DeadlineReached()
             )
-            if deadline
+            if deadline is not None
             else None
         )
+        self._watch_cancel()
         try:
-            self._apply(RunStarted(input=input, seed=self.flujo.seed))
+            if replay is None:
+                self._apply(RunStarted(input=input, seed=self.flujo.seed))
             while self.outcome is None:
                 if self.ready:
                     self._next_ready()
                 else:
+                    self._flush()
                     self._apply(await self.results.get())
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and self.outcome is None:
                 self._apply(RunCancelled(reason="the run was cancelled by its caller"))
+                self._flush()
             self.events.close()  # nobody will read this run's spilled outputs
             raise
         finally:
             if timer is not None:
                 timer.cancel()
+            if self.watcher is not None:
+                self.watcher.cancel()
             await self._drain()
         self._apply_late_results()
-        return RunResult(outcome=self.outcome, state=self.state, events=self.events)
+        self._flush(final=True)
+        return RunResult(
+            outcome=self.outcome,
+            state=self.state,
+            events=self.events,
+            run_id=self.journal.run_id if self.journal is not None else None,
+        )
+
+    def _replay(self, entries: Iterable[tuple[Event, str | None]], *, relaunch: bool) -> None:
+        """Rebuild the run from its journal; make again the launches still in flight.
+
+        Replayed events are not shown to observers or hooks (they saw them in
+        the process that recorded them) and not journaled again.
+        """
+        assert isinstance(self.events, DurableEventLog)
+        launches: dict[str, LaunchStep] = {}
+        for event, digest in entries:
+            self.events.restore(event, digest)
+            self.state, commands = advance(self.state, event)
+            for command in commands:
+                if isinstance(command, LaunchStep):
+                    launches[command.path] = command
+                elif isinstance(command, FinishRun):
+                    self.outcome = command.outcome
+        if self.outcome is not None or not relaunch:
+            return
+        for path, attempt in sorted(self.state.running.items()):
+            launch = launches.get(path)
+            if launch is not None and launch.attempt == attempt:
+                self._launch(launch)
+
+    def _flush(self, *, final: bool = False) -> None:
+        """Commit the journal: called before the executor waits on anything.
+
+        Tasks start their agent calls only when this loop awaits, so every
+        event a call depends on is on disk before the call leaves the process.
+        """
+        if self.journal is not None:
+            status = None
+            if final:
+                status = self.outcome.status if self.outcome is not None else "running"
+            self.journal.flush(self.state, status=status)
+
+    def _watch_cancel(self) -> None:
+        """``flujo runs cancel`` from another process: a request in the store, polled."""
+        journal = self.journal
+        if journal is None or journal.store.memory:
+            return
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            try:
+                reason = journal.store.cancel_requested(journal.run_id)
+            except StoreError:
+                reason = None
+            if reason is not None and self.outcome is None:
+                self.results.put_nowait(RunCancelled(reason=reason))
+                return
+            self.watcher = loop.call_later(CANCEL_POLL_SECONDS, check)
+
+        self.watcher = loop.call_later(CANCEL_POLL_SECONDS, check)
 
     def _apply_late_results(self) -> None:
         """Results that arrived while the run was stopping: their tokens were spent.
@@ -329,10 +395,14 @@ class _Execution:
                 self._apply(event)
 
     def _deadline(self) -> float | None:
+        """Seconds left of the run's deadline (time run by earlier processes counts)."""
         seconds = [
             s for s in (self.state.limits.max_seconds, self.state.pipeline.timeout_seconds) if s
         ]
-        return min(seconds) if seconds else None
+        if not seconds:
+            return None
+        spent = self.journal.base_seconds if self.journal is not None else 0.0
+        return min(seconds) - spent
 
     async def _drain(self) -> None:
         """No task outlives its run."""
@@ -346,6 +416,8 @@ class _Execution:
 
     def _apply(self, event: Event) -> None:
         self.events.append(event)
+        if self.journal is not None and self.journal.pending >= FLUSH_EVERY:
+            self.journal.flush(self.state)
         started = time.perf_counter()
         self.state, commands = advance(self.state, event)
         record_advance(event, time.perf_counter() - started)
