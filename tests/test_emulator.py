@@ -1019,3 +1019,14 @@ def test_a_real_kopf_operator_runs_against_the_emulator(
     kubectl("delete", "widget", "smoke", "--timeout=20s")  # waits for kopf to release its finalizer
     assert "is going away" in kopf_operator.read_text()
     assert core.list_namespaced_config_map(NS).items == []
+
+
+def test_kubectl_is_killed_only_after_its_own_timeout() -> None:
+    """The fixture's kill deadline follows the command's own --timeout, not a fixed cap."""
+    from tests.k8s.fixtures import _GRACE_SECONDS, _own_timeout
+
+    assert _own_timeout(["wait", "--for=delete", "pod/x", "--timeout=120s"]) == 120.0
+    assert _own_timeout(["wait", "pod/x", "--timeout", "2m"]) == 120.0
+    assert _own_timeout(["get", "pods", "--request-timeout=1500ms"]) == 1.5
+    assert _own_timeout(["get", "pods"]) == 30.0
+    assert _GRACE_SECONDS >= 30.0

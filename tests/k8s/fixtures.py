@@ -12,6 +12,7 @@ Loaded as a plugin: ``pytest_plugins = ["tests.k8s.fixtures"]`` in tests/conftes
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -76,6 +77,32 @@ def kubeconfig(k8s_emulator: EmulatorServer, tmp_path: Path) -> Path:
     return path
 
 
+_GRACE_SECONDS = 60.0
+"""How long past its own deadline a kubectl process may take before it is killed."""
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _own_timeout(args: Sequence[str]) -> float:
+    """The ``--timeout`` / ``--request-timeout`` a kubectl command gives itself, in seconds.
+
+    kubectl's own default for ``wait`` is 30 s; other commands get 30 s too.
+    """
+    for flag in ("--timeout", "--request-timeout"):
+        for i, arg in enumerate(args):
+            value = None
+            if arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+            elif arg == flag and i + 1 < len(args):
+                value = args[i + 1]
+            if value is None:
+                continue
+            found = _DURATION.match(value.strip())
+            if found is not None:
+                return float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+    return 30.0
+
+
 class Kubectl:
     """Runs the real kubectl against the emulator: ``kubectl("get", "pods", "-o", "name")``."""
 
@@ -84,8 +111,20 @@ class Kubectl:
         self.cache_dir = cache_dir
 
     def __call__(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 30.0
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl; the process is killed only well after its own ``--timeout``.
+
+        A command that says how long it may wait (``kubectl wait
+        --timeout=120s``) is governed by that, not by a fixed cap: the cap
+        here only stops a kubectl that hangs past its own deadline.
+        """
+        if timeout is None:
+            timeout = _own_timeout(args) + _GRACE_SECONDS
         argv = [
             str(KUBECTL),
             "--kubeconfig",
