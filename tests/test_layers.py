@@ -25,8 +25,6 @@ STILL_TO_SPLIT = {
     "flujo/cli/devx.py",
     "flujo/security/audit.py",
     "flujo/engine/machine.py",
-    "flujo/observability/metrics.py",
-    "flujo/observability/tracing.py",
     "operator/flujo_operator/runs.py",
     "flujo/domain/templates.py",
     "flujo/transcript/render.py",
