@@ -95,9 +95,14 @@ def test_unserialisable_input_is_permanent_without_a_call(openai_server: OpenAIS
     assert openai_server.calls == 0
 
 
-def test_missing_usage_counts_zero(openai_server: OpenAIServer) -> None:
+def test_missing_usage_is_estimated_from_the_text_never_zero(openai_server: OpenAIServer) -> None:
+    """A server that sends no usage is counted by the documented rule, marked estimated."""
     openai_server.script(completion("ok", usage=False))
-    assert call(openai_spec(openai_server)).usage == Usage()
+    spec = openai_spec(openai_server, pricing={"inputPer1k": 1.0, "outputPer1k": 1.0})
+    usage = call(spec, "hello").usage
+    # 3 priming + 4 for the message + ceil(len("hello") / 4) = 9; "ok" is 1 token.
+    assert usage == Usage(input_tokens=9, output_tokens=1, cost_usd=0.010, estimated=True)
+    assert usage.model_dump(by_alias=True)["estimated"] is True
 
 
 # -- output schema -----------------------------------------------------------

@@ -13,13 +13,16 @@ import builtins
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from flujo.agents.base import Agent, as_agent
+from flujo.agents.base import Agent, CallableAgent, as_agent
 from flujo.agents.builtin import PRESET_PREFIX, BuiltinAgent, builtin_names
 from flujo.agents.scripted import ScriptedAgent
 from flujo.resilience.breaker import BreakerRegistry
 from flujo.spec.agent import AgentManifest, AgentSpec
+
+if TYPE_CHECKING:
+    from flujo.agents.tools import ToolTarget
 
 __all__ = ["AgentEntry", "AgentRegistry", "Provenance", "UnknownAgentError"]
 
@@ -190,14 +193,52 @@ class AgentRegistry:
             # event loop); breakers persist, so failures seen by one run
             # protect the next.
             self._remote = RemoteResources(breakers=self.breakers)
+        if spec.type == "mcp":
+            from flujo.agents.mcp import McpAgent
+
+            governed: Agent = self._remote.govern(name, spec, McpAgent(name, spec))
+            return governed
         built: Agent = self._remote.build(name, spec)
+        if spec.type == "openai" and spec.tools:
+            from flujo.agents.tools import ToolLoopAgent
+
+            return ToolLoopAgent(name, spec, built, _innermost(built), self.tool_target)
         return built
+
+    def tool_target(self, name: str) -> ToolTarget:
+        """An agent offered to a model as a tool: governed as every agent call is.
+
+        Raises :class:`UnknownAgentError` (a ``KeyError``) for an unknown name.
+        """
+        from flujo.agents.tools import ToolTarget
+        from flujo.security.policy import OutputGuard, active_policy
+
+        entry = self.entry(name)
+        agent = self.get(name)
+        policy = active_policy()
+        inner = _innermost(agent)
+        return ToolTarget(
+            agent=OutputGuard(agent, name, policy) if policy is not None else agent,
+            spec=entry.spec,
+            description=entry.description,
+            function=inner.fn if isinstance(inner, CallableAgent) else None,
+            mcp=inner if entry.spec is not None and entry.spec.type == "mcp" else None,
+        )
 
     async def aclose(self) -> None:
         """Close pooled connections of remote agents; the registry stays usable."""
         resources, self._remote = self._remote, None
         for entry in self._entries.values():
-            if entry.spec is not None and entry.spec.type in ("openai", "http"):
+            if entry.spec is not None and entry.spec.type in ("openai", "http", "mcp"):
                 entry.agent = None
         if resources is not None:
             await resources.aclose()
+
+
+def _innermost(agent: Any) -> Any:
+    """The agent inside its wrappers (rate limiter and breaker, output guard)."""
+    while True:
+        inner = getattr(agent, "inner", None) or getattr(agent, "agent", None)
+        if inner is None or not hasattr(inner, "run"):
+            return agent
+        agent = inner

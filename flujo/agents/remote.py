@@ -25,7 +25,7 @@ from flujo.resilience.ratelimit import RateLimiterRegistry
 from flujo.resilience.wrapper import ResilientAgent
 from flujo.spec.agent import AgentSpec
 
-__all__ = ["REMOTE_KINDS", "RemoteResources", "build_remote_agent"]
+__all__ = ["REMOTE_KINDS", "RemoteResources", "build_remote_agent", "govern"]
 
 REMOTE_KINDS: dict[str, type[RemoteAgent]] = {"openai": OpenAIAgent, "http": HttpAgent}
 
@@ -74,7 +74,17 @@ def build_remote_agent(
     }
     if expanded:
         spec = spec.model_copy(update=expanded)
-    agent = kind(name, spec, pool)
+    return govern(name, spec, kind(name, spec, pool), breakers, limiters)
+
+
+def govern(
+    name: str,
+    spec: AgentSpec,
+    agent: Agent,
+    breakers: BreakerRegistry | None = None,
+    limiters: RateLimiterRegistry | None = None,
+) -> Agent:
+    """``agent`` behind the breaker and rate limiter of ``name``, when there are any."""
     breaker = breakers.get(name) if breakers is not None else None
     limiter = limiters.get(name, spec.rate_limit) if limiters is not None else None
     if breaker is None and limiter is None:
@@ -103,6 +113,10 @@ class RemoteResources:
 
     def build(self, name: str, spec: AgentSpec) -> Agent:
         return build_remote_agent(name, spec, self.pool, self.breakers, self.limiters)
+
+    def govern(self, name: str, spec: AgentSpec, agent: Agent) -> Agent:
+        """An agent built elsewhere (an MCP server), behind this registry's breaker and limiter."""
+        return govern(name, spec, agent, self.breakers, self.limiters)
 
     async def aclose(self) -> None:
         await self.pool.aclose()

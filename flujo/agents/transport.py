@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -249,6 +249,17 @@ def _scrub(text: str, secrets: list[str]) -> str:
     return Redactor(secrets, min_length=1).redact(text)
 
 
+def _event_json(text: str, who: str, secrets: list[str]) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise AgentError(
+            TRANSIENT,
+            f"{who}: a streamed event is not valid JSON (starts "
+            f"{one_line(_scrub(text, secrets), 80)!r}); a truncated stream or a proxy's page",
+        ) from exc
+
+
 def _server_message(response: httpx.Response, secrets: list[str]) -> str:
     """The human part of an error body: OpenAI's ``error.message`` or a text excerpt."""
     try:
@@ -361,23 +372,8 @@ class JsonEndpoint:
                         content=body,
                         request=streamed.request,
                     )
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise AgentError(
-                TIMEOUT,
-                f"{self.who}: no answer from {where} within {timeout:g}s "
-                f"({type(exc).__name__}); check the endpoint's health or raise timeoutSeconds",
-            ) from exc
-        except httpx.UnsupportedProtocol as exc:
-            raise AgentError(
-                CONFIG, f"{self.who}: endpoint {where} has an unsupported scheme"
-            ) from exc
-        except httpx.RequestError as exc:
-            reason = one_line(_scrub(str(exc), secrets)) or type(exc).__name__
-            raise AgentError(
-                TRANSIENT,
-                f"{self.who}: request to {where} failed: {reason}; "
-                "check that the endpoint is reachable",
-            ) from exc
+        except (TimeoutError, httpx.TimeoutException, httpx.RequestError) as exc:
+            raise self._classified(exc, where, timeout, secrets) from exc
         if not response.is_success:
             raise error_for_status(response, who=self.who, url=self.url, secrets=secrets)
         try:
@@ -389,6 +385,86 @@ class JsonEndpoint:
                 f"{self.who}: HTTP {response.status_code} from {where} is not valid JSON "
                 f"(starts {excerpt!r}); a truncated answer or a proxy's error page",
             ) from exc
+
+    def _classified(
+        self, exc: Exception, where: str, timeout: float, secrets: list[str]
+    ) -> AgentError:
+        """The error class of a request that raised instead of answering."""
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            return AgentError(
+                TIMEOUT,
+                f"{self.who}: no answer from {where} within {timeout:g}s "
+                f"({type(exc).__name__}); check the endpoint's health or raise timeoutSeconds",
+            )
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            return AgentError(CONFIG, f"{self.who}: endpoint {where} has an unsupported scheme")
+        reason = one_line(_scrub(str(exc), secrets)) or type(exc).__name__
+        return AgentError(
+            TRANSIENT,
+            f"{self.who}: request to {where} failed: {reason}; "
+            "check that the endpoint is reachable",
+        )
+
+    async def stream(
+        self,
+        payload: Any,
+        timeout: float,
+        on_event: Callable[[Any], bool],
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """POST and read a server-sent-events answer, each ``data:`` event's JSON to ``on_event``.
+
+        ``on_event`` returns False to stop reading (the connection is closed);
+        ``data: [DONE]`` ends the stream.  Failures are classified as by :meth:`post`.
+        """
+        content = encode_json(payload, self.who).encode()
+        headers, secrets = self._headers(extra_headers or {})
+        headers["accept"] = "text/event-stream"
+        try:
+            client = self.pool.client_for(self.url)
+        except RuntimeError as exc:
+            raise AgentError(INTERNAL, f"{self.who}: {exc}") from exc
+        where = display_url(self.url)
+        limit = self.max_answer_bytes
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                client.stream(
+                    "POST",
+                    self.url,
+                    content=content,
+                    headers=headers,
+                    timeout=self.pool.limits.timeout(timeout),
+                ) as streamed,
+            ):
+                if not streamed.is_success:
+                    body = await _read_body(streamed, _ERROR_BODY_BYTES, None)
+                    response = httpx.Response(
+                        streamed.status_code, headers=streamed.headers, content=body
+                    )
+                    raise error_for_status(response, who=self.who, url=self.url, secrets=secrets)
+                size, data = 0, []
+                async for line in streamed.aiter_lines():
+                    size += len(line) + 1
+                    if size > limit:
+                        raise AgentError(
+                            PERMANENT,
+                            f"{self.who}: the streamed answer from {where} is "
+                            f"larger than {limit} bytes; the security policy's maxOutputBytes "
+                            "bounds what is read",
+                        )
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                        continue
+                    if line or not data:
+                        continue  # comments, event names, ids; or a blank line between events
+                    text, data = "\n".join(data), []
+                    if text == "[DONE]" or not on_event(_event_json(text, self.who, secrets)):
+                        return
+                if data and data != ["[DONE]"]:
+                    on_event(_event_json("\n".join(data), self.who, secrets))
+        except (TimeoutError, httpx.TimeoutException, httpx.RequestError) as exc:
+            raise self._classified(exc, where, timeout, secrets) from exc
 
 
 class OutputSchema:

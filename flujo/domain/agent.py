@@ -31,9 +31,47 @@ __all__ = [
     "AgentContext",
     "AgentOutput",
     "BaseAgent",
+    "Budget",
     "CallableAgent",
+    "TokenSink",
     "as_agent",
 ]
+
+
+TokenSink = Callable[[str, str], None]
+"""Receives ``(step path, text)`` for every piece of a streamed answer, as it arrives."""
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What the run may still spend when a call starts: its limits minus its usage.
+
+    An agent that makes several billed calls in one step (the tool loop) checks
+    its own spend against this between calls and inside a streamed answer, so a
+    limit crossed mid-step stops the step at once rather than at its end.
+    ``None`` means no such limit.
+    """
+
+    cost_usd: float | None = None
+    tokens: int | None = None
+
+    def crossed(self, spent: Usage) -> str | None:
+        """``cost`` or ``tokens`` when ``spent`` goes strictly above what remains, else None."""
+        if self.cost_usd is not None and spent.cost_usd > self.cost_usd + _EPS:
+            return "cost"
+        if self.tokens is not None and spent.total_tokens > self.tokens:
+            return "tokens"
+        return None
+
+    def reached(self, spent: Usage) -> str | None:
+        """``cost`` or ``tokens`` when ``spent`` leaves nothing of that limit, else None."""
+        if self.cost_usd is not None and spent.cost_usd >= self.cost_usd - _EPS:
+            return "cost"
+        if self.tokens is not None and spent.total_tokens >= self.tokens:
+            return "tokens"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +87,10 @@ class AgentContext:
     call_index: int = 0
     """How many times the run launched this agent before (scripted replies use it)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    budget: Budget | None = None
+    """What the run could still spend when this call started (None: no cost/token limit)."""
+    on_token: TokenSink | None = None
+    """When set, model agents stream their answer and pass each piece here."""
 
 
 @dataclass(frozen=True, slots=True)

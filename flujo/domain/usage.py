@@ -4,6 +4,11 @@ Usage is additive: every finished step attempt (including failed and
 cancelled ones that still consumed tokens) contributes to the run's total.
 Cost is kept as a float in US dollars; the governor compares against limits
 with a small epsilon so that ``0.1 + 0.2`` does not breach a ``0.3`` limit.
+
+``estimated`` marks tokens that were counted from the text because the
+server reported none (see :mod:`flujo.agents.estimate`); a sum is estimated
+when any part is.  It is left out of the JSON form while false, so usage
+that was reported serialises as before.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ class Usage(BaseModel):
     input_tokens: int = Field(0, ge=0, alias="inputTokens", description="Prompt tokens.")
     output_tokens: int = Field(0, ge=0, alias="outputTokens", description="Completion tokens.")
     cost_usd: float = Field(0.0, ge=0.0, alias="costUsd", description="Cost in US dollars.")
+    estimated: bool = Field(
+        False,
+        exclude_if=lambda value: not value,
+        description="Some tokens were estimated from the text: the server reported no usage.",
+    )
 
     @property
     def total_tokens(self) -> int:
@@ -31,6 +41,7 @@ class Usage(BaseModel):
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
+            estimated=self.estimated or other.estimated,
         )
 
     @property

@@ -9,15 +9,16 @@ at once: an author fixing a file should not discover errors one per run.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flujo.domain.templates import TemplateProblem, referenced_steps, undeclared_names
+from flujo.spec.agent import AgentSpec
 from flujo.spec.error_classes import ERROR_CLASSES
 from flujo.spec.pipeline import MAX_DEPTH, BranchSpec, PipelineSpec, StepSpec
 
-__all__ = ["Finding", "check_agents", "check_pipeline", "walk_steps"]
+__all__ = ["Finding", "check_agents", "check_pipeline", "check_tools", "tool_closure", "walk_steps"]
 
 Loc = tuple[Any, ...]
 
@@ -169,6 +170,45 @@ def check_agents(spec: PipelineSpec, known: Iterable[str]) -> list[Finding]:
         for name, loc in agent_references(spec)
         if name not in names
     ]
+
+
+def tool_closure(names: Iterable[str], agents: Mapping[str, AgentSpec | None]) -> list[str]:
+    """The agents reachable through ``tools`` from ``names`` (not ``names`` themselves)."""
+    seen: set[str] = set(names)
+    found: list[str] = []
+    queue = list(seen)
+    while queue:
+        spec = agents.get(queue.pop())
+        for tool in spec.tools if spec is not None else []:
+            if tool not in seen:
+                seen.add(tool)
+                found.append(tool)
+                queue.append(tool)
+    return sorted(found)
+
+
+def check_tools(spec: PipelineSpec, agents: Mapping[str, AgentSpec | None]) -> list[Finding]:
+    """One finding per tool a step's model agent names that does not exist, or itself.
+
+    Tools of tools are followed: a model agent offered as a tool brings its own.
+    """
+    findings: list[Finding] = []
+    reported: set[tuple[str, str]] = set()
+    for name, loc in agent_references(spec):
+        for owner in [name, *tool_closure([name], agents)]:
+            owner_spec = agents.get(owner)
+            for tool in owner_spec.tools if owner_spec is not None else []:
+                if (owner, tool) in reported:
+                    continue
+                if tool == owner:
+                    problem = "an agent cannot be its own tool"
+                elif tool not in agents:
+                    problem = f"unknown agent {tool!r}" + _hint(tool, agents)
+                else:
+                    continue
+                reported.add((owner, tool))
+                findings.append(Finding(loc, f"agent {owner!r}: spec.tools: {problem}"))
+    return findings
 
 
 def _hint(name: str, candidates: Iterable[str]) -> str:

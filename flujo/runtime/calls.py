@@ -11,16 +11,38 @@ import asyncio
 
 from flujo.agents.base import Agent, AgentContext, AgentOutput
 from flujo.domain import errors
+from flujo.domain.agent import Budget, TokenSink
 from flujo.domain.errors import AgentError
 from flujo.domain.usage import Usage
 from flujo.engine.commands import LaunchStep
 from flujo.engine.events import StepFailed, StepSucceeded
 from flujo.hooks import call_started
+from flujo.spec.limits import UsageLimits
 
-__all__ = ["call_agent", "context_for", "crashed", "failed", "succeeded"]
+__all__ = ["budget_of", "call_agent", "context_for", "crashed", "failed", "succeeded"]
 
 
-def context_for(cmd: LaunchStep, run_id: str = "") -> AgentContext:
+def budget_of(limits: UsageLimits, usage: Usage) -> Budget | None:
+    """What the run may still spend: its cost and token limits minus its usage so far."""
+    if limits.max_cost_usd is None and limits.max_tokens is None:
+        return None
+    return Budget(
+        cost_usd=None
+        if limits.max_cost_usd is None
+        else max(0.0, limits.max_cost_usd - usage.cost_usd),
+        tokens=None
+        if limits.max_tokens is None
+        else max(0, limits.max_tokens - usage.total_tokens),
+    )
+
+
+def context_for(
+    cmd: LaunchStep,
+    run_id: str = "",
+    *,
+    budget: Budget | None = None,
+    on_token: TokenSink | None = None,
+) -> AgentContext:
     return AgentContext(
         step_path=cmd.path,
         step_name=cmd.step,
@@ -29,6 +51,8 @@ def context_for(cmd: LaunchStep, run_id: str = "") -> AgentContext:
         run_id=run_id,
         timeout_seconds=cmd.timeout_seconds,
         call_index=cmd.call_index,
+        budget=budget,
+        on_token=on_token,
     )
 
 
@@ -69,13 +93,25 @@ def timed_out(cmd: LaunchStep) -> StepFailed:
     )
 
 
-async def call_agent(agent: Agent, cmd: LaunchStep, run_id: str = "") -> StepSucceeded | StepFailed:
-    """Wait out the backoff delay, call once, classify. Cancellation propagates."""
+async def call_agent(
+    agent: Agent,
+    cmd: LaunchStep,
+    run_id: str = "",
+    *,
+    budget: Budget | None = None,
+    on_token: TokenSink | None = None,
+) -> StepSucceeded | StepFailed:
+    """Wait out the backoff delay, call once, classify. Cancellation propagates.
+
+    ``budget`` is what the run could still spend at launch (agents making
+    several billed calls stop between them once it is crossed); ``on_token``
+    receives a streamed answer's text as it arrives.
+    """
     try:
         if cmd.delay_seconds:
             await asyncio.sleep(cmd.delay_seconds)
         call_started(cmd)
-        call = agent.run(cmd.input, context_for(cmd, run_id))
+        call = agent.run(cmd.input, context_for(cmd, run_id, budget=budget, on_token=on_token))
         if cmd.timeout_seconds is not None:
             out = await asyncio.wait_for(call, cmd.timeout_seconds)
         else:

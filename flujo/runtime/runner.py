@@ -20,10 +20,11 @@ from typing import Any, Protocol
 from flujo.agents.base import Agent
 from flujo.agents.registry import AgentRegistry, UnknownAgentError
 from flujo.domain import errors
+from flujo.domain.agent import Budget, TokenSink
 from flujo.domain.dsl.pipeline import Pipeline
 from flujo.domain.dsl.step import AgentSink, BaseStep
 from flujo.domain.errors import AgentError
-from flujo.domain.validation import check_agents, check_pipeline
+from flujo.domain.validation import check_agents, check_pipeline, check_tools
 from flujo.engine import (
     CancelStep,
     Command,
@@ -42,7 +43,7 @@ from flujo.engine import (
     new_run,
 )
 from flujo.hooks import call_started, record_advance
-from flujo.runtime.calls import call_agent, context_for, crashed, failed, succeeded
+from flujo.runtime.calls import budget_of, call_agent, context_for, crashed, failed, succeeded
 from flujo.runtime.durable import DurableEventLog, StoreOutputs
 from flujo.runtime.results import EventLog, ResultStore, spill_threshold
 from flujo.runtime.run_result import RunResult
@@ -98,6 +99,10 @@ class Flujo:
     ``Flujo(pipeline).run(input)`` validates the pipeline (every problem at
     once), resolves every agent name through the registry, then executes.
 
+    ``on_token(path, text)``: model agents stream their answers and pass each
+    piece here as it arrives (``flujo run --stream``); the outputs, usage and
+    transcript are those of the same run without it.
+
     ``spill_bytes``: step outputs whose JSON text is longer than this are kept
     in the run's result store (a temp file) instead of the in-memory event
     log; default ``$FLUJO_SPILL_BYTES``, else 4096; ``0`` keeps everything in
@@ -121,10 +126,12 @@ class Flujo:
         source: str = "<pipeline>",
         security_policy: SecurityPolicy | None = None,
         spill_bytes: int | None = None,
+        on_token: TokenSink | None = None,
         store: RunStore | None = None,
         store_meta: dict[str, Any] | None = None,
     ) -> None:
         sink = AgentSink()
+        self.on_token = on_token
         self.store = store
         self.store_meta = dict(store_meta or {})
         self.name = (
@@ -149,6 +156,7 @@ class Flujo:
         self.observers = list(observers)
         findings = check_pipeline(self.spec) + check_agents(self.spec, self.registry.names())
         agent_specs = {e.name: e.spec for e in self.registry.list()}
+        findings += check_tools(self.spec, agent_specs)
         findings += check_pipeline_policy(self.spec, agent_specs, self.security_policy)
         if findings:
             from flujo.spec.loader import format_loc
@@ -471,7 +479,8 @@ class _Execution:
             # never made — as a pod deleted before it ran never calls.
             self.ready.append(cmd)
             return
-        self.tasks[cmd.path] = asyncio.create_task(self._call(agent, cmd), name=cmd.path)
+        budget = budget_of(self.state.limits, self.state.usage)
+        self.tasks[cmd.path] = asyncio.create_task(self._call(agent, cmd, budget), name=cmd.path)
 
     def _next_ready(self) -> None:
         item = self.ready.popleft()
@@ -492,8 +501,8 @@ class _Execution:
         else:
             self._apply(succeeded(item, out))
 
-    async def _call(self, agent: Agent, cmd: LaunchStep) -> None:
-        event = await call_agent(agent, cmd)
+    async def _call(self, agent: Agent, cmd: LaunchStep, budget: Budget | None) -> None:
+        event = await call_agent(agent, cmd, budget=budget, on_token=self.flujo.on_token)
         if self.tasks.get(cmd.path) is asyncio.current_task():
             del self.tasks[cmd.path]
         self.results.put_nowait(event)

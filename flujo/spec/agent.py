@@ -19,6 +19,7 @@ from flujo.spec.pipeline import RetrySpec
 
 __all__ = [
     "AGENT_TYPES",
+    "MAX_TOOL_ROUNDS",
     "AgentManifest",
     "AgentSpec",
     "CredentialSpec",
@@ -29,8 +30,10 @@ __all__ = [
     "cost_caps",
 ]
 
-AgentType = Literal["openai", "http", "builtin", "scripted"]
-AGENT_TYPES: tuple[str, ...] = ("openai", "http", "builtin", "scripted")
+AgentType = Literal["openai", "http", "builtin", "scripted", "mcp"]
+AGENT_TYPES: tuple[str, ...] = ("openai", "http", "builtin", "scripted", "mcp")
+MAX_TOOL_ROUNDS = 100
+"""The most model calls one tool loop may make (``maxToolRounds``'s maximum)."""
 
 
 class SecretKeyRef(SpecModel):
@@ -107,16 +110,53 @@ class ScriptedResponse(SpecModel):
 class AgentSpec(SpecModel):
     """How to call one agent."""
 
-    type: AgentType = Field(description="openai, http, builtin or scripted.")
+    type: AgentType = Field(description="openai, http, builtin, scripted or mcp.")
     description: str | None = Field(None, description="Free text for humans.")
     version: str | None = Field(None, description="Agent version, recorded in runs.")
     model: str | None = Field(None, description="openai: the model name.")
     endpoint: str | None = Field(
-        None, description="openai: the API base URL (…/v1); http: the webhook URL."
+        None,
+        description="openai: the API base URL (…/v1); http: the webhook URL; "
+        "mcp: the server's streamable-HTTP URL (…/mcp).",
     )
     system_prompt: str | None = Field(None, description="openai: the system message.")
     output_schema: dict[str, Any] | None = Field(
         None, description="JSON Schema the output must satisfy (openai: JSON mode)."
+    )
+    input_schema: dict[str, Any] | None = Field(
+        None,
+        description="JSON Schema of the input; a model calling this agent as a tool is "
+        "offered it as the function's parameters, and arguments are checked against it.",
+    )
+    tools: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="openai: names of Agents the model may call as tools (http, builtin, "
+        "openai, Python functions; an mcp agent offers each tool of its server).",
+    )
+    max_tool_rounds: int = Field(
+        8,
+        ge=1,
+        le=MAX_TOOL_ROUNDS,
+        description="openai with tools: the most model calls of one step; a model still "
+        "asking for tools after them fails the step (loop_exhausted).",
+    )
+    stream: bool = Field(
+        False,
+        description="openai: stream the answer (server-sent events, usage from the final "
+        "chunk); flujo run --stream streams every model step.",
+    )
+    command: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="mcp, embedded only: start the server with this command and talk to it "
+        "over stdio (instead of endpoint).",
+    )
+    allow_tools: list[str] | None = Field(
+        None, description="mcp: only these of the server's tools are offered (default: all)."
+    )
+    deny_tools: list[str] = Field(
+        default_factory=list, description="mcp: these of the server's tools are never offered."
     )
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="openai: extra request fields (temperature, …)."
@@ -145,10 +185,19 @@ class AgentSpec(SpecModel):
             "http": ("endpoint",),
             "builtin": ("builtin",),
             "scripted": ("responses",),
+            "mcp": (),
         }[self.type]
         missing = [n for n in need if not getattr(self, n)]
         if missing:
             raise ValueError(f"an agent of type {self.type!r} needs {', '.join(missing)}")
+        if self.type == "mcp" and bool(self.endpoint) == bool(self.command):
+            raise ValueError("an agent of type 'mcp' needs exactly one of endpoint and command")
+        if self.tools and self.type != "openai":
+            raise ValueError("tools are offered to a model: only an openai agent has tools")
+        if self.command and self.type != "mcp":
+            raise ValueError("command starts an MCP server: only an mcp agent has one")
+        if len(set(self.tools)) != len(self.tools):
+            raise ValueError("tools lists an agent twice")
         return self
 
 

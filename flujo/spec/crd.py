@@ -78,6 +78,11 @@ AGENT_RULES = [
      "message": "a builtin agent needs builtin"},
     {"rule": "self.type != 'scripted' || (has(self.responses) && size(self.responses) > 0)",
      "message": "a scripted agent needs responses"},
+    {"rule": "self.type != 'mcp'"
+             " || has(self.endpoint) != (has(self.command) && size(self.command) > 0)",
+     "message": "an mcp agent needs exactly one of endpoint and command"},
+    {"rule": "!has(self.tools) || size(self.tools) == 0 || self.type == 'openai'",
+     "message": "only an openai agent has tools"},
 ]  # fmt: skip
 
 

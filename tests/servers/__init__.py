@@ -11,6 +11,7 @@ from tests.servers.openai_server import (
     error,
     malformed,
     max_in_window,
+    tool_call,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "error",
     "malformed",
     "max_in_window",
+    "tool_call",
 ]

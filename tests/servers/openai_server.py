@@ -3,14 +3,18 @@
 Agents are tested against real HTTP, never a patched client: this aiohttp
 server listens on 127.0.0.1 on an ephemeral port and serves
 
-- ``POST /v1/chat/completions`` — OpenAI-compatible chat completions;
+- ``POST /v1/chat/completions`` — OpenAI-compatible chat completions, with
+  tool calls, and streamed as server-sent ``chat.completion.chunk`` events
+  when the request says ``"stream": true`` (usage in a last chunk when it asks
+  for ``stream_options.include_usage``, as OpenAI does);
 - ``POST /hook`` — the JSON webhook of ``http`` agents;
 
 with scripted behaviour: a queue of :class:`Reply` objects (consumed in
 order, whatever the route), then a ``responder`` callable, then a default
 echo.  A reply can set status, headers (``Retry-After``), a JSON or raw body
 (malformed JSON), a delay (slow answers, timeouts) or drop the connection
-without answering.
+without answering; a streamed answer can pause between chunks or wait, after
+its first piece of text, until the test releases a ``gate``.
 
 It records what clients did, for assertions: every request's path, JSON
 body, headers and arrival time; calls in total, successful, per path;
@@ -53,6 +57,7 @@ __all__ = [
     "error",
     "malformed",
     "max_in_window",
+    "tool_call",
 ]
 
 CHAT_PATH = "/v1/chat/completions"
@@ -75,27 +80,48 @@ class Reply:
     drop: bool = False
     """Close the connection after ``delay`` without sending any response."""
     content_type: str = "application/json"
+    chunk_delay: float = 0.0
+    """Streamed answers: seconds between chunks (a slow model)."""
+    gate: threading.Event | None = None
+    """Streamed answers: after the first text chunk, wait until this is set."""
+
+
+def tool_call(name: str, arguments: Any, call_id: str | None = None) -> dict[str, Any]:
+    """One entry of an assistant message's ``tool_calls``."""
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {
+        "id": call_id or f"call_{name}",
+        "type": "function",
+        "function": {"name": name, "arguments": text},
+    }
 
 
 def completion(
-    content: str,
+    content: str | None,
     *,
     prompt_tokens: int = 10,
     completion_tokens: int = 5,
-    finish_reason: str = "stop",
+    finish_reason: str | None = None,
     delay: float = 0.0,
     usage: bool = True,
+    tool_calls: list[dict[str, Any]] | None = None,
+    chunk_delay: float = 0.0,
+    gate: threading.Event | None = None,
 ) -> Reply:
-    """A chat completion answering ``content``."""
+    """A chat completion answering ``content`` and/or asking for ``tool_calls``."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     body: dict[str, Any] = {
         "id": "chatcmpl-test",
         "object": "chat.completion",
+        "created": 1,
         "model": "test-model",
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": finish_reason,
+                "message": message,
+                "finish_reason": finish_reason or ("tool_calls" if tool_calls else "stop"),
             }
         ],
     }
@@ -105,7 +131,7 @@ def completion(
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-    return Reply(json=body, delay=delay)
+    return Reply(json=body, delay=delay, chunk_delay=chunk_delay, gate=gate)
 
 
 def error(
@@ -146,6 +172,8 @@ class RecordedRequest:
     """Status answered; ``None`` while pending, dropped or cancelled."""
     outcome: str = "pending"
     """``pending``, ``answered``, ``dropped`` or ``cancelled`` (client went away)."""
+    chunks: int = 0
+    """Streamed answers: the events sent so far."""
 
 
 Responder = Callable[[RecordedRequest], Reply | None]
@@ -379,6 +407,9 @@ class OpenAIServer:
                 transport.abort()
             raise asyncio.CancelledError  # nothing more to do on a dead connection
         record.status, record.outcome = reply.status, "answered"
+        body = record.body if isinstance(record.body, dict) else {}
+        if body.get("stream") and reply.status < 300 and _is_completion(reply.json):
+            return await self._stream(request, record, reply, body)
         if reply.body is not None:
             data = reply.body
         else:
@@ -386,6 +417,75 @@ class OpenAIServer:
         return web.Response(
             status=reply.status, body=data, headers=reply.headers, content_type=reply.content_type
         )
+
+    async def _stream(
+        self, request: web.BaseRequest, record: RecordedRequest, reply: Reply, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        """The completion as ``chat.completion.chunk`` server-sent events, then ``[DONE]``."""
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        try:
+            for chunk in _chunks(reply.json, include_usage):
+                await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                record.chunks += 1
+                has_text = any(c.get("delta", {}).get("content") for c in chunk["choices"])
+                if reply.gate is not None and has_text and not reply.gate.is_set():
+                    await asyncio.get_running_loop().run_in_executor(None, reply.gate.wait, 30)
+                if reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            record.outcome = "cancelled"
+            raise
+        return response
+
+
+def _is_completion(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("choices"), list)
+
+
+def _chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """How an OpenAI server streams ``completion``: role, text pieces, tool calls, finish, usage."""
+    choice = completion["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": completion["id"],
+            "object": "chat.completion.chunk",
+            "created": completion.get("created", 1),
+            "model": completion["model"],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    text = message.get("content") or ""
+    pieces = [p for p in text.replace(" ", " \0").split("\0") if p]
+    out += [chunk({"content": piece}) for piece in pieces]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        first = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": arguments[:half]},
+        }
+        out.append(chunk({"tool_calls": [first]}))
+        rest = {"index": index, "function": {"arguments": arguments[half:]}}
+        out.append(chunk({"tool_calls": [rest]}))
+    out.append(chunk({}, choice["finish_reason"]))
+    if include_usage and "usage" in completion:
+        last = chunk({})
+        last["choices"] = []
+        last["usage"] = completion["usage"]
+        out.append(last)
+    return out
 
 
 def _default_reply(record: RecordedRequest) -> Reply:
