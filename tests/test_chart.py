@@ -373,8 +373,14 @@ def test_the_policy_schema_is_the_policy_model() -> None:
         assert kind == expected, name
 
 
-def kopf_run(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """What `flujo-operator` asks of kopf.run, given the chart's environment."""
+def kopf_run(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, Any]:
+    """What `flujo-operator` asks of kopf.run, given the chart's environment.
+
+    A kubeconfig file stands in for the pod's service account: flujo-operator
+    refuses to start without credentials it can find.
+    """
     import kopf
 
     for name in list(os.environ):
@@ -390,19 +396,22 @@ def kopf_run(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 
     monkeypatch.setattr(kopf, "configure", lambda *args, **kwargs: None)
     monkeypatch.setattr(kopf, "run", run)
-    operator_main.main()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    operator_main.main([])
     assert seen, "flujo-operator did not call kopf.run"
     return seen
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_probes_hit_the_operators_health_endpoint(
-    helm: Path, scenario: str, monkeypatch: pytest.MonkeyPatch
+    helm: Path, scenario: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     objects = render(scenario=scenario)
     container = operator_container(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    launch = kopf_run(operator_env(objects), monkeypatch)
+    launch = kopf_run(operator_env(objects), monkeypatch, tmp_path)
     assert launch["liveness_endpoint"] == f"http://0.0.0.0:{ports['health']}/healthz"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -410,7 +419,7 @@ def test_probes_hit_the_operators_health_endpoint(
     assert launch["clusterwide"] == (not watched(scenario))
 
 
-def test_ha_runs_kopf_peering(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ha_runs_kopf_peering(helm: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     objects = render(scenario="ha")
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 2
@@ -423,7 +432,7 @@ def test_ha_runs_kopf_peering(helm: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert env["FLUJO_PEERING"] == peering
     rules = rbac_rules(objects)
     assert rules[("kopf.dev", "clusterkopfpeerings")] >= {"list", "watch", "patch"}
-    launch = kopf_run(env, monkeypatch)
+    launch = kopf_run(env, monkeypatch, tmp_path)
     assert not launch.get("standalone")
     assert launch["peering_name"] == peering
 
