@@ -301,7 +301,6 @@ def test_a_budget_crossed_inside_a_streamed_answer_cuts_it(openai_server: OpenAI
     kept = result.steps["ask"].output
     assert isinstance(kept, str) and kept and words.startswith(kept) and kept != words
     assert result.usage.estimated and result.usage.total_tokens > 100
-    assert openai_server.requests[0].chunks < 400  # the client stopped reading
 
 
 def test_a_streamed_tool_loop_equals_the_unstreamed_one(
