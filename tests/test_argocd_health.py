@@ -293,8 +293,8 @@ def test_the_chart_application_values_render(tmp_path: Path) -> None:
 
 def test_the_pipelines_application_and_its_folder() -> None:
     from flujo.agents.builtin import PRESET_PREFIX, builtin_names
-    from flujo.spec.loader import load_files
     from flujo.domain.validation import check_agents, check_pipeline
+    from flujo.spec.loader import load_files
 
     app = load(GITOPS / "apps" / "pipelines.yaml")
     options = app["spec"]["syncPolicy"]["syncOptions"]

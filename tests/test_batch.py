@@ -20,10 +20,10 @@ from flujo.agents.builtin import BuiltinAgent
 from flujo.domain import errors
 from flujo.domain.dsl.convert import step_from_spec
 from flujo.domain.dsl.step import AgentSink
+from flujo.domain.validation import check_pipeline
 from flujo.engine import CancelStep, LaunchStep, StepFailed, StepSucceeded
 from flujo.spec import UsageLimits
 from flujo.spec.loader import load_documents
-from flujo.domain.validation import check_pipeline
 from flujo.transcript.golden import compare, load_scenarios, stale_goldens
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
