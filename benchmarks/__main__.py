@@ -51,6 +51,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("engine_overhead", quick_args=("--quick",), skip_peers_args=("--skip-peers",)),
     Benchmark("memory", quick_args=("--quick",), skip_peers_args=("--skip-peers",)),
     Benchmark("http_agent"),
+    Benchmark("tool_loop", quick_args=("--quick",)),
     Benchmark("operator_load"),
     Benchmark(
         "governor",
@@ -305,6 +306,25 @@ def rows_http_agent(data: Mapping[str, Any]) -> list[Row]:
     ]
 
 
+def rows_tool_loop(data: Mapping[str, Any]) -> list[Row]:
+    ours = dig(data, "variants", "flujo")
+    bare = dig(data, "variants", "openai client")
+    r = num(data.get("ratio_flujo_vs_client"))
+    target = num(data.get("target_ratio")) or 1.2
+    return [
+        Row(
+            "tool_loop",
+            f"tool-loop time per round ({data.get('rounds')} rounds, "
+            f"{data.get('runs')} runs; 1 model + 1 http tool call)",
+            f"flujo: {fmt(dig(ours, 'median_per_round_ms'), '.2f')} ms",
+            f"openai client loop: {fmt(dig(bare, 'median_per_round_ms'), '.2f')} ms",
+            DASH if r is None else f"{r:.2f}x",
+            f"≤ {target:g}x",
+            verdict(None if r is None else r <= target),
+        )
+    ]
+
+
 def rows_operator_load(data: Mapping[str, Any]) -> list[Row]:
     runs, steps = data.get("runs"), data.get("steps_per_run")
     wps = num(data.get("writes_per_step"))
@@ -498,6 +518,7 @@ ROW_BUILDERS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "engine_overhead": rows_engine_overhead,
     "memory": rows_memory,
     "http_agent": rows_http_agent,
+    "tool_loop": rows_tool_loop,
     "operator_load": rows_operator_load,
     "governor": rows_governor,
     "batch": rows_batch,
