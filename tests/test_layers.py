@@ -24,7 +24,6 @@ MAX_LINES = 600
 STILL_TO_SPLIT = {
     "flujo/cli/devx.py",
     "flujo/security/audit.py",
-    "flujo/engine/machine.py",
     "operator/flujo_operator/runs.py",
     "flujo/domain/templates.py",
     "flujo/transcript/render.py",
