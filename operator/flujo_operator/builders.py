@@ -83,12 +83,13 @@ def owner_reference(run: RunRef) -> dict[str, Any]:
     }
 
 
-def _secret_env(spec: AgentSpec | None) -> list[dict[str, Any]]:
+def _secret_env(*specs: AgentSpec | None) -> list[dict[str, Any]]:
     """Agent credentials as secretKeyRef env vars: the operator never reads values."""
-    if spec is None:
-        return []
-    refs = [spec.api_key] if spec.api_key else []
-    refs += [h.value_from for h in spec.secret_headers]
+    refs = []
+    for spec in specs:
+        if spec is not None:
+            refs += [spec.api_key] if spec.api_key else []
+            refs += [h.value_from for h in spec.secret_headers]
     env: dict[str, dict[str, Any]] = {}
     for cred in refs:
         if cred is not None and cred.secret_key_ref is not None:
@@ -100,19 +101,30 @@ def _secret_env(spec: AgentSpec | None) -> list[dict[str, Any]]:
     return [env[k] for k in sorted(env)]
 
 
+def _spec_data(spec: AgentSpec) -> dict[str, Any]:
+    return spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
 def launch_document(
     run: RunRef,
     cmd: LaunchStep,
     agent: AgentSpec | None,
     policy: dict[str, Any] | None = None,
+    *,
+    tools: Mapping[str, AgentSpec] | None = None,
+    budget: Mapping[str, float] | None = None,
 ) -> str:
+    """The step pod's launch document; ``tools`` and ``budget`` only when there are any."""
     doc = LaunchDocument(
         run=run.name,
         launch=cmd,
-        agent=agent.model_dump(by_alias=True, exclude_none=True, mode="json") if agent else None,
+        agent=_spec_data(agent) if agent else None,
         policy=policy,
+        tools={name: _spec_data(tools[name]) for name in sorted(tools)} if tools else None,
+        budget=dict(budget) if budget else None,
     )
-    return doc.model_dump_json(exclude={"policy"} if policy is None else None)
+    unset = {k for k in ("policy", "tools", "budget") if getattr(doc, k) is None}
+    return doc.model_dump_json(exclude=unset or None)
 
 
 def build_step_pod(
@@ -122,15 +134,20 @@ def build_step_pod(
     config: Config,
     *,
     policy: dict[str, Any] | None = None,
+    tools: Mapping[str, AgentSpec] | None = None,
+    budget: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The step-runner pod for one launch, and a ConfigMap when the input is too big.
 
     ``policy`` is the namespace's security policy (its JSON form): the step
     runner builds the agent under it — endpoint resolved and checked again
-    inside the pod, output size capped.
+    inside the pod, output size capped.  ``tools``: the specs of the agents the
+    agent's model may call (the pod runs the whole tool loop; their
+    credentials are mounted too); ``budget``: what the run could still spend
+    at launch (``costUsd``, ``tokens``), so the loop stops between rounds.
     """
     name = pod_name(run.name, cmd.path, cmd.attempt)
-    document = launch_document(run, cmd, agent, policy)
+    document = launch_document(run, cmd, agent, policy, tools=tools, budget=budget)
     labels = {
         LABEL_RUN: run.name,
         LABEL_STEP: _digest(cmd.path, 16),
@@ -177,7 +194,7 @@ def build_step_pod(
             {"name": "HOME", "value": "/tmp"},
             {"name": "TRACEPARENT", "value": run_traceparent(run.uid)},
             *({"name": k, "value": v} for k, v in config.otel.items()),
-            *_secret_env(agent),
+            *_secret_env(agent, *(tools or {}).values()),
         ],
         "volumeMounts": [
             {"name": "launch", "mountPath": LAUNCH_DIR, "readOnly": True},
