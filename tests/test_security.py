@@ -20,6 +20,7 @@ from flujo.agents.openai import OpenAIAgent
 from flujo.agents.pool import ClientPool
 from flujo.domain import errors
 from flujo.domain.errors import AgentError
+from flujo.domain.validation import check_pipeline
 from flujo.security import (
     OutputGuard,
     PolicyError,
@@ -42,7 +43,6 @@ from flujo.security.policy import (
 )
 from flujo.spec.agent import AgentSpec
 from flujo.spec.loader import format_loc, load_documents
-from flujo.domain.validation import check_pipeline
 
 from tests.servers import OpenAIServer
 

@@ -26,9 +26,9 @@ from flujo.domain.templates import (
     render_value,
     undeclared_names,
 )
+from flujo.domain.validation import check_agents, check_pipeline
 from flujo.security import SecurityPolicy, check_agent_policy, check_input, check_pipeline_policy
 from flujo.spec.loader import load_documents
-from flujo.domain.validation import check_agents, check_pipeline
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
