@@ -16,6 +16,7 @@ import pytest
 from flujo import AgentManifest, AgentRegistry, Flujo, Pipeline, Step
 from flujo.domain.usage import Usage
 from flujo.runtime.runner import PipelineValidationError
+from flujo.security.policy import SecurityPolicy
 from flujo.spec.loader import load_documents
 from flujo.transcript.render import transcript_of
 
@@ -362,3 +363,20 @@ def test_bad_tool_fields_are_one_line_errors(spec: dict[str, Any], message: str)
     assert len(problems) == 1
     text = str(problems[0])
     assert message in text and "\n" not in text and text.startswith("agents.yaml:")
+
+
+def test_the_security_policy_checks_tool_agents_at_validation(openai_server: OpenAIServer) -> None:
+    """A tool's endpoint goes through the same allowlist as a step's agent, before any call."""
+    registry = registry_for(openai_server, None, ["weather", "runner"])
+    registry.register_manifest(manifest("runner", {"type": "mcp", "command": ["mcp-server"]}))
+    policy = SecurityPolicy.embedded(allowed_hosts=["api.example.com"])
+    policy = policy.model_copy(update={"allow_python_callables": False})
+    with pytest.raises(PipelineValidationError) as raised:
+        Flujo(ASK, agent_registry=registry, security_policy=policy)
+    problems = [str(p) for p in raised.value.problems]
+    assert any("agent 'weather': " in p and "spec.endpoint" in p for p in problems), problems
+    assert any(
+        "agent 'runner': spec.command: a stdio MCP server (command) runs embedded only" in p
+        for p in problems
+    ), problems
+    assert openai_server.calls == 0

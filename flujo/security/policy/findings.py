@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flujo.domain.templates import TemplateProblem, private_attributes
-from flujo.domain.validation import Finding, Loc, agent_references, walk_steps
+from flujo.domain.validation import Finding, Loc, agent_references, tool_closure, walk_steps
 from flujo.security.policy.endpoints import endpoint_problems
 from flujo.security.policy.model import SecurityPolicy
 from flujo.spec.agent import AgentSpec, CredentialSpec
@@ -76,7 +76,15 @@ def agent_policy_findings(
                 f"(allowed: {allowed})",
             )
         )
-    if spec.type in ("openai", "http") and spec.endpoint and "${" not in spec.endpoint:
+    if spec.type == "mcp" and spec.command and not policy.allow_python_callables:
+        # A stdio server is a process started on the host: code, like a Python callable.
+        found.append(
+            Finding(
+                ("spec", "command"),
+                "a stdio MCP server (command) runs embedded only; give the agent its endpoint",
+            )
+        )
+    if spec.type in ("openai", "http", "mcp") and spec.endpoint and "${" not in spec.endpoint:
         problems = endpoint_problems(spec.endpoint, policy, resolve=resolve)
         if problems:
             found.append(Finding(("spec", "endpoint"), "; ".join(problems)))
@@ -125,7 +133,8 @@ def check_pipeline_policy(
     ``agents`` maps the names the registry knows to their manifests; ``None``
     is a built-in preset (``builtin.*``) or an agent registered from Python
     code.  Names missing from ``agents`` are left to ``check_agents``.
-    Each agent's own problems are reported once, at its first reference.
+    Each agent's own problems are reported once, at its first reference; the
+    agents a step's model may call as tools are checked at that step too.
     """
     found: list[Finding] = []
     for step, loc, _ in walk_steps(spec.steps):
@@ -172,7 +181,12 @@ def check_pipeline_policy(
                     Finding(at, f"template reads private attribute{plural} {names}; refused")
                 )
     seen: set[str] = set()
-    for name, loc in agent_references(spec):
+    references = [
+        (used, loc)
+        for name, loc in agent_references(spec)
+        for used in (name, *tool_closure([name], agents))
+    ]
+    for name, loc in references:
         if name in seen or name not in agents:
             continue
         seen.add(name)

@@ -67,7 +67,7 @@ class SecurityPolicy(SpecModel):
 
     allowed_agent_types: list[str] = Field(
         default_factory=lambda: list(AGENT_TYPES),
-        description="Agent types that may be used (openai, http, builtin, scripted).",
+        description="Agent types that may be used (openai, http, builtin, scripted, mcp).",
     )
     allow_python_callables: bool = Field(
         True, description="Agents registered from Python code (embedded only)."
