@@ -19,6 +19,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from flujo.cli.conventions import command_group, fail
 from flujo.engine import Outcome
 from flujo.runtime.runner import RunResult
 from flujo.spec.limits import UsageLimits
@@ -26,18 +27,19 @@ from flujo.spec.loader import SpecError, load_files
 from flujo.spec.pipeline import PipelineManifest, PipelineSpec
 from flujo.transcript.render import render_transcript, transcript_of
 
-__all__ = ["transcript_app", "write_transcript"]
+__all__ = ["register", "transcript_app", "write_transcript"]
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
 DEFAULT_SCENARIOS = Path("golden/scenarios.yaml")
 
-transcript_app = typer.Typer(
-    name="transcript",
-    help="Render run transcripts and review golden transcripts.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+transcript_app = command_group(
+    "transcript", "Render run transcripts and review golden transcripts."
 )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``transcript show`` and ``transcript diff`` to the ``flujo`` app."""
+    app.add_typer(transcript_app, name="transcript")
 
 
 def write_transcript(
@@ -51,8 +53,7 @@ def write_transcript(
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    fail([message], code)
 
 
 def _spec_from_file(path: Path, name: str | None) -> tuple[PipelineSpec, str]:
