@@ -7,7 +7,10 @@ known only inside the executor:
 - how long ``advance()`` took (orchestration overhead) — :func:`record_advance`;
 - when an agent call actually started, after the backoff delay, the task
   scheduling or the pod start (queueing time) — :func:`call_started`;
-- how long a call waited for its rate-limit slot — :func:`rate_limit_waited`.
+- how long a call waited for its rate-limit slot — :func:`rate_limit_waited`;
+- each tool call a model step's tool loop made, with its duration and
+  outcome — :func:`tool_called` (a sink without a ``tool_called`` method is
+  skipped).
 
 This module sits just above the engine and below everything that calls it
 (resilience, agents, runtimes), so those layers report without importing the
@@ -38,6 +41,7 @@ __all__ = [
     "call_started",
     "rate_limit_waited",
     "record_advance",
+    "tool_called",
     "unbind",
 ]
 
@@ -88,6 +92,23 @@ def call_started(cmd: LaunchStep) -> None:
     for sink, key in _SINKS.get():
         try:
             sink.call_started(key, cmd)
+        except Exception:  # telemetry never fails a call
+            continue
+
+
+def tool_called(
+    path: str, attempt: int, tool: str, agent: str, seconds: float, error_class: str | None
+) -> None:
+    """Executor: the tool loop of step ``path`` called ``tool`` (of ``agent``) for ``seconds``.
+
+    ``error_class`` is None when the tool answered.
+    """
+    for sink, key in _SINKS.get():
+        hook = getattr(sink, "tool_called", None)
+        if hook is None:
+            continue
+        try:
+            hook(key, path, attempt, tool, agent, seconds, error_class)
         except Exception:  # telemetry never fails a call
             continue
 

@@ -46,6 +46,7 @@ import asyncio
 import inspect
 import json
 import re
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,7 @@ from flujo.agents.chat import ChatReply, ChatTurn, ToolCall
 from flujo.domain.agent import Agent, AgentContext, AgentOutput, BaseAgent, Budget
 from flujo.domain.errors import AGENT_ERROR, CONFIG, LOOP_EXHAUSTED, USAGE_LIMIT, AgentError
 from flujo.domain.usage import ZERO, Usage
+from flujo.hooks import tool_called
 from flujo.spec.agent import AgentSpec
 
 __all__ = ["ModelAgent", "Tool", "ToolLoopAgent", "ToolTarget", "function_schema", "tool_name"]
@@ -371,16 +373,27 @@ class ToolLoopAgent(BaseAgent):
         tool_context = replace(
             context, agent_name=tool.agent_name, extra=extra, budget=budget, on_token=None
         )
+        started = time.perf_counter()
+
+        def done(error_class: str | None) -> None:
+            seconds = time.perf_counter() - started
+            tool_called(
+                context.step_path, context.attempt, call.name, tool.agent_name, seconds, error_class
+            )
+
         try:
             out = await tool.agent.run(tool.data(arguments), tool_context)
         except asyncio.CancelledError:
             raise
         except AgentError as exc:
+            done(exc.error_class)
             used = exc.usage if isinstance(exc.usage, Usage) else ZERO
             content, _, failed = self._failed(record, exc.error_class, exc.message)
             return content, used, failed
         except Exception as exc:
+            done(AGENT_ERROR)
             return self._failed(record, AGENT_ERROR, f"{type(exc).__name__}: {exc}")
+        done(None)
         record["output"] = out.output
         return _text(out.output), out.usage, record
 

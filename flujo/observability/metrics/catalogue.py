@@ -228,6 +228,27 @@ CATALOGUE: tuple[MetricDef, ...] = (
         ("agent",),
         _WAIT,
     ),
+    # tool loops
+    MetricDef(
+        "flujo_tool_calls",
+        "counter",
+        "Tool calls made by model steps' tool loops, by the tool's agent and outcome.",
+        ("pipeline", "agent", "outcome"),
+    ),
+    MetricDef(
+        "flujo_tool_call_duration_seconds",
+        "histogram",
+        "Duration of each tool call of a tool loop (its agent's rate-limit wait included).",
+        ("agent",),
+        _STEP_SECONDS,
+    ),
+    MetricDef(
+        "flujo_estimated_tokens",
+        "counter",
+        "Tokens counted by estimate from the text because the server reported no usage "
+        "(also in flujo_tokens).",
+        ("pipeline", "agent", "model"),
+    ),
     # anomalies
     MetricDef(
         "flujo_run_anomaly_score",

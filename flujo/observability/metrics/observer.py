@@ -195,6 +195,10 @@ class MetricsObserver:
             )
         if d_cost:
             m.inc("flujo_cost_usd", d_cost, pipeline=pipeline, agent=agent, model=model)
+        if event.usage.estimated and (d_in or d_out):
+            m.inc(
+                "flujo_estimated_tokens", d_in + d_out, pipeline=pipeline, agent=agent, model=model
+            )
         launch = run.launches.pop((event.path, event.attempt), None)
         if launch is None:
             return  # a duplicate, a late result of a cancelled attempt, or unseen launch
@@ -298,6 +302,23 @@ class MetricsObserver:
     def rate_limit_waited(self, key: Hashable, agent: str, seconds: float) -> None:
         del key
         self.metrics.rate_limit_wait(agent, seconds)
+
+    def tool_called(
+        self,
+        key: Hashable,
+        path: str,
+        attempt: int,
+        tool: str,
+        agent: str,
+        seconds: float,
+        error_class: str | None,
+    ) -> None:
+        del path, attempt, tool
+        run = self._runs.get(key)
+        pipeline = run.pipeline if run is not None else "unknown"
+        outcome = "succeeded" if error_class is None else "failed"
+        self.metrics.inc("flujo_tool_calls", pipeline=pipeline, agent=agent, outcome=outcome)
+        self.metrics.observe("flujo_tool_call_duration_seconds", max(0.0, seconds), agent=agent)
 
     @property
     def tracked_runs(self) -> int:

@@ -34,6 +34,7 @@ __all__ = [
     "flujo_tracer",
     "outcome_attributes",
     "step_span_shape",
+    "tool_span_attributes",
 ]
 
 TRACER_NAME = "flujo"
@@ -94,6 +95,21 @@ def step_span_shape(
         name = f"execute_tool {cmd.agent}"
     kind = SpanKind.CLIENT if info.type in ("openai", "http") else SpanKind.INTERNAL
     return name, kind, attributes
+
+
+def tool_span_attributes(
+    path: str, tool: str, agent: str, info: AgentInfo | None
+) -> dict[str, Any]:
+    """Attributes of one tool call of a model step's tool loop (``execute_tool {tool}``)."""
+    kind = info.type if info is not None else "python"
+    return {
+        GEN_AI_OPERATION_NAME: "execute_tool",
+        GEN_AI_TOOL_NAME: tool,
+        GEN_AI_TOOL_TYPE: "extension" if kind in ("http", "mcp") else "function",
+        "flujo.step.path": path,
+        "flujo.agent.name": agent,
+        "flujo.agent.type": kind,
+    }
 
 
 def _usage_attributes(span: Span, usage: Usage, llm: bool) -> None:

@@ -3,6 +3,7 @@ for the operator's runs (:func:`record_run_span`), with a child span per step at
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +11,7 @@ from datetime import datetime
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from flujo.domain.usage import Usage
@@ -29,8 +30,10 @@ from flujo.engine import (
     StepFailed,
     StepSucceeded,
 )
+from flujo.hooks import bind, unbind
 from flujo.observability.info import AgentInfo
 from flujo.observability.tracing.genai import (
+    ERROR_TYPE,
     GEN_AI_OPERATION_NAME,
     GEN_AI_WORKFLOW_NAME,
     LLM_KINDS,
@@ -38,6 +41,7 @@ from flujo.observability.tracing.genai import (
     flujo_tracer,
     outcome_attributes,
     step_span_shape,
+    tool_span_attributes,
 )
 from flujo.observability.tracing.propagation import run_span_ids
 
@@ -126,7 +130,45 @@ class TracingObserver:
         span = _start_run_span(self.tracer, self.pipeline, self.run_id)
         run = _TracedRun(span, trace.set_span_in_context(span))
         self._runs[key] = run
+        bind(self, key)  # tool calls of tool loops arrive through the executor hooks
         return run
+
+    # ExecutorSink: only tool calls make spans; the other hooks are the metrics' business.
+    def call_started(self, key: Hashable, cmd: LaunchStep) -> None:
+        del key, cmd
+
+    def rate_limit_waited(self, key: Hashable, agent: str, seconds: float) -> None:
+        del key, agent, seconds
+
+    def tool_called(
+        self,
+        key: Hashable,
+        path: str,
+        attempt: int,
+        tool: str,
+        agent: str,
+        seconds: float,
+        error_class: str | None,
+    ) -> None:
+        """An ``execute_tool {tool}`` span under the step's span, as long as the call took."""
+        run = self._runs.get(key)
+        found = run.steps.get(path) if run is not None else None
+        if found is None or found[0] != attempt:
+            return
+        end = time.time_ns()
+        span = self.tracer.start_span(
+            f"execute_tool {tool}",
+            context=trace.set_span_in_context(found[1]),
+            kind=SpanKind.INTERNAL,
+            attributes=tool_span_attributes(path, tool, agent, self.agents.get(agent)),
+            start_time=end - int(max(0.0, seconds) * 1e9),
+        )
+        if error_class is not None:
+            span.set_attribute(ERROR_TYPE, error_class)
+            span.set_status(Status(StatusCode.ERROR, error_class))
+        else:
+            span.set_status(Status(StatusCode.OK))
+        span.end(end_time=end)
 
     def _launch(self, run: _TracedRun, cmd: LaunchStep, state: RunState) -> None:
         info = self.agents.get(cmd.agent)
@@ -183,6 +225,7 @@ class TracingObserver:
         outcome_attributes(run.span, outcome, state.usage, state.launches)
         run.span.end()
         del self._runs[key]
+        unbind(self, key)
 
 
 # --- the operator's run span ----------------------------------------------------------------
