@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flujo.agents.builtin import PRESET_PREFIX, builtin_names
-from flujo.domain.validation import check_agents, check_pipeline
+from flujo.domain.validation import check_agents, check_pipeline, check_tools
 from flujo.security.audit import AuditLog
 from flujo.security.policy import SecurityPolicy, check_input, check_pipeline_policy
 from flujo.spec.agent import AgentSpec
@@ -105,10 +105,11 @@ class Admission:
         if isinstance(pipeline, Refusal):
             return pipeline
         agents = self.known_agents(ref.namespace)
-        if check_agents(pipeline, agents):  # the cache may be cold or behind: ask the API
-            agents = await self.read_agents(ref.namespace)
+        if check_agents(pipeline, agents) or check_tools(pipeline, agents):
+            agents = await self.read_agents(ref.namespace)  # the cache may be cold or behind
         problems = [f.message for f in check_pipeline(pipeline)]
         problems += [f.message for f in check_agents(pipeline, agents)]
+        problems += [f.message for f in check_tools(pipeline, agents)]
         if problems:
             reason = (
                 "AgentsMissing"

@@ -18,8 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from flujo.domain import errors
+from flujo.domain.validation import tool_closure
 from flujo.engine import CancelStep, Command, Event, FinishRun, LaunchStep, StepFailed
 from flujo.resilience.breaker import BreakerRegistry
+from flujo.runtime.calls import budget_of
+from flujo.spec.agent import AgentSpec
 
 from flujo_operator.builders import build_step_pod, pod_name
 from flujo_operator.config import Config
@@ -99,7 +102,13 @@ class Launcher:
         if limit is not None and name not in agent_pods and len(agent_pods) >= limit:
             return False  # the Agent's rateLimit.maxConcurrent, across the namespace's runs
         pod, config_map = build_step_pod(
-            session.ref, cmd, spec, self.config, policy=self.launch_policy(namespace)
+            session.ref,
+            cmd,
+            spec,
+            self.config,
+            policy=self.launch_policy(namespace),
+            tools=self._tools(session, cmd.agent),
+            budget=self._budget(session) if spec is not None and spec.tools else None,
         )
         if config_map is not None:
             await self.kube.create_config_map(config_map)
@@ -108,6 +117,21 @@ class Launcher:
         self.pod_agents[namespace, name] = cmd.agent
         await self.kube.create_pod(pod)
         return True
+
+    @staticmethod
+    def _tools(session: Session, agent: str) -> dict[str, AgentSpec]:
+        """The agents a model step's tool loop may call (tools of tools too), by name."""
+        names = tool_closure([agent], session.agents)
+        return {n: spec for n in names if (spec := session.agents.get(n)) is not None}
+
+    @staticmethod
+    def _budget(session: Session) -> dict[str, float] | None:
+        """What the run may still spend now: the pod's tool loop stops when it is crossed."""
+        budget = budget_of(session.state.limits, session.state.usage)
+        if budget is None:
+            return None
+        found = {"costUsd": budget.cost_usd, "tokens": budget.tokens}
+        return {k: float(v) for k, v in found.items() if v is not None}
 
     async def launch_waiting(self, session: Session) -> None:
         """Try the run's held-back launches again, in order; those still held keep waiting."""
