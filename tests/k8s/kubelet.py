@@ -263,7 +263,8 @@ class LocalKubelet:
         self, method: str, path: str, body: Any = None, content_type: str | None = None
     ) -> Any:
         assert self._session is not None
-        headers = {"Content-Type": content_type} if content_type else {}
+        # A real apiserver refuses a body without a JSON content type (415); the emulator did not.
+        headers = {"Content-Type": content_type or "application/json"} if body is not None else {}
         data = None if body is None else json.dumps(body)
         async with self._session.request(method, path, data=data, headers=headers) as response:
             payload = await response.json(content_type=None)

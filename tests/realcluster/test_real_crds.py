@@ -141,5 +141,6 @@ def test_kubectl_explain_shows_the_field_docs(real_crds: RealKubectl) -> None:
     assert "steps" in top and "timeoutSeconds" in top, top
     name = real_crds("explain", "pipelines.spec.steps.name").stdout
     assert "Unique step name in the pipeline." in name, name
-    run = real_crds("explain", "pipelineruns.spec.pipelineRef").stdout
-    assert "pipelineRef" in run.lower() or "PipelineRef" in run, run
+    ref = real_crds("explain", "pipelineruns.spec.pipelineRef").stdout
+    assert "The Pipeline to run." in ref and "Name of the Pipeline." in ref, ref
+    assert "-required-" in ref, ref
