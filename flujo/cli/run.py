@@ -26,6 +26,7 @@ import typer
 from flujo.agents.registry import AgentRegistry
 from flujo.cli.conventions import EXIT_FAILED, UsageProblem, fail
 from flujo.cli.dry_run import describe_dry_run, dry_run_registry, dry_run_summary
+from flujo.cli.stream import TokenPrinter
 from flujo.cli.transcript import write_transcript
 from flujo.cli.validate import AgentFiles, PipelineFile, PipelineName, load_checked, policy
 from flujo.engine import Event, RunState, StepFailed, StepSucceeded
@@ -177,6 +178,14 @@ def run(
             show_default=False,
         ),
     ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Print model steps' answers to stderr as they arrive (streamed from the "
+            "server); stdout and the transcript stay those of the run without it.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -218,9 +227,11 @@ def run(
             )
         except OSError as exc:
             raise UsageProblem(f"--metrics-port {metrics_port}: {exc.strerror or exc}") from None
+        printer = TokenPrinter(redactor, sys.stderr) if stream else None
         try:
             runner = Flujo(
                 manifest,
+                on_token=printer,
                 agent_registry=registry,
                 usage_limits=limits,
                 seed=seed,
@@ -232,6 +243,8 @@ def run(
             )
             result = runner.run(data)
         finally:
+            if printer is not None:
+                printer.close()
             obs.close()
     except UsageProblem as exc:
         fail([str(exc)])

@@ -101,6 +101,23 @@ class Redactor:
     def __len__(self) -> int:
         return len(self._values)
 
+    def pending(self, text: str) -> int:
+        """How many characters at the end of ``text`` could begin a secret.
+
+        A text streamed piece by piece holds these back until the next piece
+        (or its end), so a secret split across two pieces is still redacted
+        whole; everything before them can be shown at once.
+        """
+        with self._lock:
+            values = list(self._values)
+        longest = 0
+        for value in values:
+            for k in range(min(len(value) - 1, len(text)), longest, -1):
+                if text.endswith(value[:k]):
+                    longest = k
+                    break
+        return longest
+
     def __bool__(self) -> bool:
         return bool(self._values)
 
