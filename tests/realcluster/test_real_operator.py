@@ -153,8 +153,10 @@ def test_helm_install_created_the_least_privilege_rbac(
     assert role["rules"], role
 
     def can(verb: str, resource: str, namespace: str = WATCHED) -> bool:
+        resource, _, subresource = resource.partition("/")
+        extra = [f"--subresource={subresource}"] if subresource else []
         answer = admin_kubectl(
-            "auth", "can-i", verb, resource, "-n", namespace, "--as", sa, check=False
+            "auth", "can-i", verb, resource, *extra, "-n", namespace, "--as", sa, check=False
         )
         return answer.stdout.strip() == "yes"
 
