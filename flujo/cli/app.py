@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import typer
 
-from flujo.cli import about, cluster, explain, run, scaffold, transcript, validate
+from flujo.cli import about, cluster, explain, run, scaffold, transcript, ui, validate
 from flujo.cli.conventions import command_group
 from flujo.cli.run import _json_chunks as _json_chunks  # tests/test_spill.py
 
@@ -34,6 +34,7 @@ REGISTRATIONS: tuple[Callable[[typer.Typer], None], ...] = (
     scaffold.register,  # flujo init
     explain.register,  # flujo explain
     transcript.register,  # flujo transcript show|diff
+    ui.register,  # flujo ui
 )
 """Every command group's ``register``, in the order ``flujo --help`` lists the commands."""
 
