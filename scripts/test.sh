@@ -57,6 +57,18 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
   fi
 fi
 
+# Chromium (Debian's package) for the browser tests of flujo ui (tests/test_ui*.py);
+# Playwright drives it and never downloads a browser of its own.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing chromium (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: /usr/bin/chromium missing and cannot apt-get; the browser tests will skip" >&2
+  fi
+fi
+
 echo "== ruff"
 .venv/bin/ruff check flujo operator tests benchmarks
 .venv/bin/ruff format --check flujo operator tests benchmarks
