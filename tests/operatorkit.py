@@ -40,6 +40,9 @@ class OperatorProcess:
             "FLUJO_SECURITY_ALLOW_LOOPBACK": "true",
             "FLUJO_SECURITY_ALLOW_HTTP_LOOPBACK": "true",
             "FLUJO_AUDIT_LOG": str(self.audit_path),
+            # Tests that look at step pods run one pod per step; the runner executor (the
+            # operator's default) is tested where a test asks for it (FLUJO_EXECUTOR=runner).
+            "FLUJO_EXECUTOR": "pod",
         }
         self.env = {k: v for k, v in {**defaults, **env}.items() if v is not None}
         self.process: subprocess.Popen[bytes] | None = None

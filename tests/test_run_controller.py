@@ -140,7 +140,7 @@ def test_a_run_goes_to_succeeded_with_one_pod_per_step() -> None:
         add(kube, "Agent", "bot", SCRIPTED)
         add(kube, "Pipeline", "p", PIPELINE)
         run = add(kube, "PipelineRun", "r1", {"pipelineRef": {"name": "p"}, "input": "hi"})
-        controller = RunController(kube, Config())  # type: ignore[arg-type]
+        controller = RunController(kube, Config(executor="pod"))  # type: ignore[arg-type]
         await controller.on_run("ADDED", run)
         await drive(kube, controller)
         status = run_status(kube)
@@ -160,13 +160,13 @@ def test_a_restarted_controller_replays_and_never_relaunches_a_finished_step() -
         add(kube, "Agent", "bot", SCRIPTED)
         add(kube, "Pipeline", "p", PIPELINE)
         run = add(kube, "PipelineRun", "r1", {"pipelineRef": {"name": "p"}, "input": "hi"})
-        first = RunController(kube, Config())  # type: ignore[arg-type]
+        first = RunController(kube, Config(executor="pod"))  # type: ignore[arg-type]
         await first.on_run("ADDED", run)
         pod = await kube.finish_pod(sorted(kube.pods)[0])
         await first.on_pod("MODIFIED", pod)
         assert len(kube.pods) == 3
         # crash: a new controller knows nothing but what the API holds
-        second = RunController(kube, Config())  # type: ignore[arg-type]
+        second = RunController(kube, Config(executor="pod"))  # type: ignore[arg-type]
         await second.on_run("MODIFIED", kube.objects[("pipelineruns", "r1")])
         assert len(kube.pods) == 3  # re-created pods were idempotent 409s
         await second.on_pod("MODIFIED", pod)  # a duplicate event of the finished pod
@@ -182,7 +182,7 @@ def test_missing_agents_keep_the_run_pending_until_they_appear() -> None:
         kube = FakeKube()
         add(kube, "Pipeline", "p", PIPELINE)
         run = add(kube, "PipelineRun", "r1", {"pipelineRef": {"name": "p"}})
-        controller = RunController(kube, Config())  # type: ignore[arg-type]
+        controller = RunController(kube, Config(executor="pod"))  # type: ignore[arg-type]
         await controller.on_run("ADDED", run)
         status = run_status(kube)
         assert (status["phase"], status["reason"]) == ("Pending", "AgentsMissing")
@@ -225,7 +225,7 @@ def test_a_cost_breach_in_a_branch_deletes_the_sibling_pods() -> None:
                 },
             },
         )
-        controller = RunController(kube, Config())  # type: ignore[arg-type]
+        controller = RunController(kube, Config(executor="pod"))  # type: ignore[arg-type]
         await controller.on_run("ADDED", run)
         spend = next(
             n
@@ -262,7 +262,7 @@ def test_pod_cap_queues_launches(cap: int) -> None:
                 },
             },
         )
-        controller = RunController(kube, Config(max_running_pods=cap))  # type: ignore[arg-type]
+        controller = RunController(kube, Config(executor="pod", max_running_pods=cap))  # type: ignore[arg-type]
         await controller.on_run("ADDED", run)
         assert len(kube.pods) == cap
         assert run_status(kube).get("waitingPods") == 3 - cap
@@ -278,7 +278,7 @@ def test_runs_over_the_namespace_cap_wait_as_pending_then_start() -> None:
         add(kube, "Agent", "bot", SCRIPTED)
         add(kube, "Pipeline", "p", {"steps": [{"name": "only", "agent": "bot"}]})
         runs = [add(kube, "PipelineRun", f"r{i}", {"pipelineRef": {"name": "p"}}) for i in range(3)]
-        controller = RunController(kube, Config(max_running_runs=2))  # type: ignore[arg-type]
+        controller = RunController(kube, Config(executor="pod", max_running_runs=2))  # type: ignore[arg-type]
         for run in runs:
             await controller.on_run("ADDED", run)
         queued = run_status(kube, "r2")

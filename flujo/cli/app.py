@@ -21,6 +21,7 @@ import typer
 from flujo.cli import about, cluster, explain, run, scaffold, transcript, ui, validate
 from flujo.cli.conventions import command_group
 from flujo.cli.run import _json_chunks as _json_chunks  # tests/test_spill.py
+from flujo.cli.runner import register as register_runner
 
 __all__ = ["REGISTRATIONS", "app", "main"]
 
@@ -30,6 +31,7 @@ REGISTRATIONS: tuple[Callable[[typer.Typer], None], ...] = (
     run.register,  # flujo run
     validate.register,  # flujo validate
     cluster.register,  # flujo step-run, flujo crds
+    register_runner,  # flujo runner
     about.register,  # flujo version
     scaffold.register,  # flujo init
     explain.register,  # flujo explain

@@ -212,6 +212,7 @@ CRDS = [
             {"name": "Steps", "type": "string", "jsonPath": ".status.progress"},
             {"name": "Tokens", "type": "integer", "jsonPath": ".status.usage.totalTokens"},
             {"name": "Cost", "type": "string", "jsonPath": ".status.usage.cost"},
+            {"name": "Executor", "type": "string", "jsonPath": ".status.executor"},
             {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
             _AGE,
         ],

@@ -35,6 +35,13 @@ class PipelineRunSpec(SpecModel):
     )
     timeout_seconds: float | None = Field(None, gt=0, description="Run deadline in seconds.")
     seed: int = Field(0, description="Seed for retry jitter.")
+    executor: Literal["runner", "pod"] | None = Field(
+        None,
+        description=(
+            "Where the steps execute: runner (one pod serves every step of the run) or pod "
+            "(one pod per step launch); unset: the operator's default (FLUJO_EXECUTOR)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_pipeline(self) -> PipelineRunSpec:

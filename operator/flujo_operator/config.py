@@ -25,6 +25,10 @@
 | ``FLUJO_AUDIT_LOG`` | ``stdout`` | audit JSON lines: ``stdout``, ``stderr``, a path, ``off`` |
 | ``FLUJO_AUDIT_CONTENT`` | ``false`` | ``true`` adds inputs, outputs and messages to audit events |
 | ``FLUJO_SECURITY_POLICY`` | (none) | policy file or inline JSON (profile: ``cluster``) |
+| ``FLUJO_EXECUTOR`` | ``runner`` | runs' default executor: ``runner`` (a pod per run), ``pod`` |
+| ``FLUJO_RUNNER_COMMAND`` | ``["flujo", "runner"]`` | runner pod command, as a JSON list |
+| ``FLUJO_RUNNER_PORT`` | ``8471`` | port runner pods listen on (only the operator connects) |
+| ``FLUJO_RUNNER_IDLE_SECONDS`` | ``600`` | a runner with nothing to do exits after this long |
 
 The policy's other variables, FLUJO_SECURITY_PROFILE and FLUJO_SECURITY_<FIELD>,
 work as for ``flujo run`` (``docs/security.md``); the policy's per-namespace
@@ -136,6 +140,11 @@ class Config:
     """Where audit events go; ``off`` writes none."""
     audit_content: bool = False
     security: PolicyConfig = field(default_factory=lambda: PolicyConfig(profile="cluster"))
+    executor: str = "runner"
+    """Where a run's steps execute unless its spec says: ``runner`` or ``pod``."""
+    runner_command: tuple[str, ...] = ("flujo", "runner")
+    runner_port: int = 8471
+    runner_idle_seconds: float = 600.0
     """The security policy: cluster profile, file defaults, per-namespace overrides."""
 
     def policy(self, namespace: str) -> SecurityPolicy:
@@ -162,6 +171,12 @@ class Config:
         except PolicyError as exc:
             raise ConfigError(str(exc)) from None
         audit_log = env.get("FLUJO_AUDIT_LOG", "").strip() or "stdout"
+        executor = env.get("FLUJO_EXECUTOR", "").strip() or cls.executor
+        if executor not in ("runner", "pod"):
+            raise ConfigError(f"FLUJO_EXECUTOR must be runner or pod, got {executor!r}")
+        runner_command = _json(env, "FLUJO_RUNNER_COMMAND", ["flujo", "runner"], list)
+        if not runner_command or not all(isinstance(c, str) for c in runner_command):
+            raise ConfigError("FLUJO_RUNNER_COMMAND must be a non-empty JSON list of strings")
         return cls(
             namespaces=namespaces,
             step_image=env.get("FLUJO_STEP_IMAGE", cls.step_image),
@@ -193,4 +208,8 @@ class Config:
             audit_log=audit_log,
             audit_content=_bool(env, "FLUJO_AUDIT_CONTENT", cls.audit_content),
             security=security,
+            executor=executor,
+            runner_command=tuple(runner_command),
+            runner_port=_int(env, "FLUJO_RUNNER_PORT", cls.runner_port) or cls.runner_port,
+            runner_idle_seconds=_float(env, "FLUJO_RUNNER_IDLE_SECONDS", cls.runner_idle_seconds),
         )

@@ -126,6 +126,15 @@ class Kube:
             "create", _call, self.core.create_namespaced_config_map, namespace, body, ok=(409,)
         )
 
+    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = await self._request(
+            "get", self.core.read_namespaced_config_map, name, namespace, ok=(404,)
+        )
+        if found is _MISSING:
+            return None
+        data: dict[str, Any] = self.core.api_client.sanitize_for_serialization(found)
+        return data
+
     async def create_event(self, body: dict[str, Any]) -> None:
         namespace = body["metadata"]["namespace"]
         await self._request("create", _call, self.core.create_namespaced_event, namespace, body)

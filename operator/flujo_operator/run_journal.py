@@ -22,6 +22,7 @@ from flujo.spec.run import PipelineRunSpec
 from flujo_operator.builders import RunRef, decode_journal, pod_failure, pod_name, terminated
 from flujo_operator.kube import Kube
 from flujo_operator.run_session import Session
+from flujo_operator.runner_pods import join_result_chunks
 
 __all__ = ["event_entry", "journal_event", "pod_event", "run_events"]
 
@@ -44,6 +45,22 @@ async def journal_event(
         return DeadlineReached()
     if kind == "ev":
         return event_adapter.validate_python(entry["e"])
+    if kind == "cm":  # a runner's large result, in ConfigMaps of the run
+        try:
+            found = [
+                await kube.get_config_map(ref.namespace, f"{stem}-result-{i}")
+                for stem in [pod_name(ref.name, entry["p"], entry["a"])]
+                for i in range(int(entry["n"]))
+            ]
+            body = join_result_chunks([f or {} for f in found], entry["s"], int(entry["z"]))
+            return event_adapter.validate_json(body)
+        except Exception as exc:
+            return StepFailed(
+                path=entry["p"],
+                attempt=entry["a"],
+                error_class=errors.INTERNAL,
+                message=f"the stored result of {entry['p']} is lost: {exc}",
+            )
     if kind == "pod":
         name = pod_name(ref.name, entry["p"], entry["a"])
         try:

@@ -28,6 +28,7 @@ from flujo_operator.builders import build_step_pod, pod_name
 from flujo_operator.config import Config
 from flujo_operator.kube import Kube
 from flujo_operator.run_journal import event_entry
+from flujo_operator.run_runner import Runners
 from flujo_operator.run_session import Session
 
 __all__ = ["Launcher"]
@@ -52,6 +53,8 @@ class Launcher:
         self.agent_pods: dict[tuple[str, str], set[str]] = {}
         """(namespace, agent) → its step pods running now (``rateLimit.maxConcurrent``)."""
         self.pod_agents: dict[tuple[str, str], str] = {}
+        self.runners: Runners | None = None
+        """The runner executor: runs it serves get their launches over HTTP, not as pods."""
 
     async def execute(
         self, session: Session, commands: list[Command]
@@ -76,7 +79,10 @@ class Launcher:
                 name = pod_name(session.ref.name, command.path, attempt)
                 session.deleting.add(name)
                 self.pod_done(session.ref.namespace, name)
-                deletes.append(name)
+                if self.runners is not None and self.runners.serves(session):
+                    self.runners.cancel(session, command.path, attempt)
+                else:
+                    deletes.append(name)
             elif isinstance(command, FinishRun):
                 session.waiting.clear()
                 session.finished_at = self.clock()
@@ -101,6 +107,12 @@ class Launcher:
         agent_pods = self.agent_pods.setdefault((namespace, cmd.agent), set())
         if limit is not None and name not in agent_pods and len(agent_pods) >= limit:
             return False  # the Agent's rateLimit.maxConcurrent, across the namespace's runs
+        if self.runners is not None and self.runners.serves(session):
+            pods.add(name)  # in runner mode the caps count launches in flight
+            agent_pods.add(name)
+            self.pod_agents[namespace, name] = cmd.agent
+            self.runners.submit(session, cmd, spec, self.launch_policy(namespace))
+            return True
         pod, config_map = build_step_pod(
             session.ref,
             cmd,

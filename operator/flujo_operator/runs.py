@@ -52,8 +52,10 @@ from flujo_operator.builders import (
 from flujo_operator.config import Config
 from flujo_operator.kube import Kube
 from flujo_operator.run_admission import Admission, Refusal
+from flujo_operator.run_journal import event_entry as journal_entry_of
 from flujo_operator.run_journal import journal_event, pod_event, run_events
 from flujo_operator.run_launcher import Launcher
+from flujo_operator.run_runner import Key, Runners, is_runner_pod
 from flujo_operator.run_session import TERMINAL, Session, spec_ref_pipeline
 from flujo_operator.run_status import BASELINE_EVERY, Baselines, refusal_status, run_status
 
@@ -95,6 +97,8 @@ class RunController:
         self.baselines = Baselines(kube, self.anomaly)
         self.admission = Admission(kube, config, audit=audit)
         self.launcher = Launcher(kube, config, self.breakers, self.launch_policy, clock)
+        self.runners = Runners(kube, config, self._on_runner_result)
+        self.launcher.runners = self.runners
         self.sessions: dict[str, Session] = {}
         self.finished: set[str] = set()
         self.locks: dict[str, asyncio.Lock] = {}
@@ -157,6 +161,8 @@ class RunController:
     def _forget(self, uid: str) -> None:
         session = self.sessions.pop(uid, None)
         if session is not None:
+            if self.runners.serves(session):
+                asyncio.get_running_loop().create_task(self.runners.close(session))
             if session.deadline is not None:
                 session.deadline.cancel()
             for path, attempt in session.state.running.items():
@@ -191,6 +197,8 @@ class RunController:
             session.pipeline = f"{ref.namespace}/{spec.pipeline_ref.name}"
         session.started_at = status.get("startedAt") or self.clock()
         self.sessions[ref.uid] = session
+        if Runners.executor(spec.executor, status, self.config.executor) == "runner":
+            await self.runners.open(session, status)
         journal = decode_journal(status.get("journal"))
         if journal:
             await self._replay(session, spec, journal)
@@ -237,7 +245,7 @@ class RunController:
             for command in commands:
                 if isinstance(command, LaunchStep):
                     launches[command.path] = command
-            if entry.get("t") in ("pod", "ev"):
+            if entry.get("t") in ("pod", "ev", "cm"):
                 session.seen.add((entry["p"], entry["a"]))
         session.state = state
         session.journal = journal
@@ -250,6 +258,9 @@ class RunController:
     # --- pod events -------------------------------------------------------------
 
     async def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        if is_runner_pod(pod):
+            await self._on_runner_pod(kind, pod)
+            return
         meta = pod.get("metadata") or {}
         owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "PipelineRun"]
         path = (meta.get("annotations") or {}).get(ANNOTATION_PATH)
@@ -278,6 +289,41 @@ class RunController:
             self.launcher.pod_done(session.ref.namespace, meta["name"])
             await self._apply(session, [found])
         # Outside the lock: draining takes each waiting run's own lock.
+        await self._drain_waiting(session.ref.namespace)
+
+    # --- the runner executor ------------------------------------------------------------
+
+    async def _on_runner_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        """A runner pod came up (its address) or was lost (its launches fail as transient)."""
+        meta = pod.get("metadata") or {}
+        owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "PipelineRun"]
+        session = self.sessions.get(owners[0]["uid"]) if owners else None
+        if session is None:
+            return
+        async with self._lock(session.ref.uid):
+            if self.sessions.get(session.ref.uid) is not session:
+                return
+            failures = self.runners.observe(session, kind, pod)
+            for failure in failures:
+                session.seen.add((failure.path, failure.attempt))
+                self.launcher.pod_done(
+                    session.ref.namespace, pod_name(session.ref.name, failure.path, failure.attempt)
+                )
+            if failures:
+                await self._apply(session, [(f, journal_entry_of(f)) for f in failures])
+        if failures:
+            await self._drain_waiting(session.ref.namespace)
+
+    async def _on_runner_result(
+        self, session: Session, key: Key, event: Event, entry: dict[str, Any]
+    ) -> None:
+        """A launch's result, as the run's runner answered it."""
+        async with self._lock(session.ref.uid):
+            if self.sessions.get(session.ref.uid) is not session or key in session.seen:
+                return
+            session.seen.add(key)
+            self.launcher.pod_done(session.ref.namespace, pod_name(session.ref.name, *key))
+            await self._apply(session, [(event, entry)])
         await self._drain_waiting(session.ref.namespace)
 
     async def _drain_waiting(self, namespace: str) -> None:
@@ -325,9 +371,11 @@ class RunController:
         if state.finished:
             anomalies = [v for v in self.observer.verdicts.pop(session.ref.uid, []) if v.anomalous]
         status = run_status(session, self.config, anomalies, self.clock)
+        status.update(self.runners.status_of(session))
         await self.kube.patch_status(
             "pipelineruns", session.ref.namespace, session.ref.name, status
         )
+        self.runners.persisted(session, status)
         if anomalies:
             await self.kube.create_event(
                 build_anomaly_event(
@@ -352,6 +400,7 @@ class RunController:
             self.tracer.force_flush(timeout_millis=5000)
         self.sessions.pop(session.ref.uid, None)
         self.finished.add(session.ref.uid)
+        await self.runners.close(session)
         if session.deadline is not None:
             session.deadline.cancel()
         if self.config.pod_gc == "OnSuccess" and state.phase == "succeeded":

@@ -147,6 +147,7 @@ class PodRun:
     deleting: asyncio.Event = attrs.field(factory=asyncio.Event)
     grace: float = 30.0
     gone: bool = False  # the pod object no longer exists (force-deleted)
+    ip: str = "127.0.0.1"
     output: bytearray = attrs.field(factory=bytearray)
 
 
@@ -179,6 +180,7 @@ class LocalKubelet:
         max_grace_seconds: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         headers: Mapping[str, str] | None = None,
+        start_latency: float = 0.0,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         # A real apiserver (tests/realcluster/) needs TLS and credentials: the context
@@ -200,6 +202,10 @@ class LocalKubelet:
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.started: list[str] = []
+        self.start_latency = start_latency
+        """Seconds between a pod's binding and its process starting (scheduling, sandbox and
+        container start on a real node: 2-6 s); 0 in tests."""
+        self._ips = 0
 
     # --- the public API ------------------------------------------------------------------------
 
@@ -376,9 +382,15 @@ class LocalKubelet:
             and meta["uid"] not in self._finished
             and phase in ("Pending", None)
         ):
-            run = PodRun(meta["uid"], meta["namespace"], meta["name"])
+            run = PodRun(meta["uid"], meta["namespace"], meta["name"], ip=self._next_ip())
             self._runs[run.uid] = run
             run.task = asyncio.create_task(self._run_pod(run, pod), name=f"pod-{meta['name']}")
+
+    def _next_ip(self) -> str:
+        """A loopback address of its own per pod (all of 127/8 is local): servers in two pods
+        may listen on the same port, as on a real cluster."""
+        self._ips += 1
+        return f"127.1.{(self._ips // 250) % 250}.{self._ips % 250 + 1}"
 
     # --- running one pod -------------------------------------------------------------------------
 
@@ -442,6 +454,7 @@ class LocalKubelet:
             )
             await run.deleting.wait()
             return
+        pod = {**pod, "status": {**(pod.get("status") or {}), "podIP": run.ip}}
         while True:  # like the kubelet, retry until the referenced config exists (or the pod goes)
             try:
                 env = await self._environment(pod, container)
@@ -488,6 +501,11 @@ class LocalKubelet:
             **self.extra_env,
             **env,
         }
+        if self.start_latency > 0:  # scheduling and container start on a real node
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.deleting.wait(), self.start_latency)
+            if run.deleting.is_set():
+                return
         started = now_rfc3339()
         container_id = f"local://{run.namespace}/{run.name}"
         try:
@@ -536,9 +554,9 @@ class LocalKubelet:
             {
                 "phase": "Running",
                 "startTime": started,
-                "podIP": "127.0.0.1",
+                "podIP": run.ip,
                 "hostIP": "127.0.0.1",
-                "podIPs": [{"ip": "127.0.0.1"}],
+                "podIPs": [{"ip": run.ip}],
                 "conditions": _conditions(pod, ready=True, initialized=True),
                 "containerStatuses": [running],
             },
