@@ -168,8 +168,17 @@ build() {
   log "built in $((SECONDS - started))s: $BIN_DIR"
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# N distinct free ports on loopback (held together while chosen, so never the same twice).
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket
+import sys
+
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))
+PY
 }
 
 # A key and a certificate signed by the throwaway CA: DIR NAME CN ORG [SAN].
@@ -216,12 +225,16 @@ current-context: flujo-real
 EOF
 }
 
+# wait_ready DIR [apiserver]: until the apiserver is ready, and (without the second
+# argument) the controller manager has done its part in `default`.
 wait_ready() {
-  local dir=$1 deadline=$((SECONDS + ${FLUJO_CONTROL_PLANE_TIMEOUT:-180}))
+  local dir=$1 only=${2:-} deadline=$((SECONDS + ${FLUJO_CONTROL_PLANE_TIMEOUT:-180}))
   local kc=("$BIN_DIR/kubectl" --kubeconfig "$dir/admin.kubeconfig" --request-timeout 5s)
+  local names=(etcd kube-apiserver)
+  [ -n "$only" ] || names+=(kube-controller-manager)
   while [ $SECONDS -lt $deadline ]; do
     local name
-    for name in etcd kube-apiserver kube-controller-manager; do
+    for name in "${names[@]}"; do
       if ! kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null; then
         log "$name exited; the end of $dir/$name.log:"
         tail -n 30 "$dir/$name.log" >&2
@@ -230,6 +243,9 @@ wait_ready() {
     done
     # Ready: the apiserver says so, and the controller manager has done its part in
     # `default` (its ServiceAccount and the kube-root-ca.crt ConfigMap exist).
+    if "${kc[@]}" get --raw /readyz >/dev/null 2>&1 && [ -n "$only" ]; then
+      return 0
+    fi
     if "${kc[@]}" get --raw /readyz >/dev/null 2>&1 &&
       "${kc[@]}" -n default get serviceaccount default >/dev/null 2>&1 &&
       "${kc[@]}" -n default get configmap kube-root-ca.crt >/dev/null 2>&1; then
@@ -266,9 +282,7 @@ start() {
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 
   local etcd_port peer_port api_port
-  etcd_port=$(free_port)
-  peer_port=$(free_port)
-  api_port=$(free_port)
+  read -r etcd_port peer_port api_port <<<"$(free_ports 3)"
   local server="https://127.0.0.1:$api_port"
 
   # etcd on loopback, plain http (a throwaway store); no fsync: test data only.
@@ -303,6 +317,13 @@ start() {
 
   write_kubeconfig "$dir/admin.kubeconfig" "$server" "$pki" admin
   write_kubeconfig "$dir/kube-controller-manager.kubeconfig" "$server" "$pki" kube-controller-manager
+
+  # The controller manager gives up when the apiserver is not healthy within seconds:
+  # start it once the apiserver is ready (RBAC bootstrap roles included).
+  wait_ready "$dir" apiserver || {
+    stop "$dir"
+    return 1
+  }
 
   # Only the controllers the tests rely on: no node lifecycle (our kubelet posts no
   # heartbeats), no deployment/replicaset (the chart's Deployment must not get pods).

@@ -71,7 +71,11 @@ class ControlPlane:
 
     def start(self) -> None:
         started = time.monotonic()
-        result = _script("start", str(self.dir), timeout=240)
+        for _ in range(3):  # a port chosen free may be taken by another process meanwhile
+            result = _script("start", str(self.dir), timeout=240)
+            if result.returncode == 0 or "address already in use" not in result.stderr:
+                break
+            shutil.rmtree(self.dir, ignore_errors=True)
         if result.returncode != 0:
             raise RuntimeError(f"control plane did not start:\n{result.stderr[-4000:]}")
         for line in (self.dir / "env").read_text().splitlines():

@@ -64,7 +64,15 @@ def test_runs_survive_random_operator_kills_without_double_calls(
                     operator.start(timeout=60)
                 else:
                     time.sleep(0.5)
-            wait_for(all_done, 90, "every run to finish")
+            try:
+                wait_for(all_done, 90, "every run to finish")
+            except AssertionError as exc:
+                runs = kubectl.json("pipelineruns")["items"]
+                state = {r["metadata"]["name"]: r.get("status") for r in runs}
+                pods = kubectl("get", "pods", "-o", "wide").stdout
+                raise AssertionError(
+                    f"{exc}\nruns: {state}\npods:\n{pods}\noperator:\n{operator.log()[-6000:]}"
+                ) from None
         finally:
             operator.stop()
 
