@@ -38,6 +38,7 @@ from flujo.recipes import (
     recipe_text,
     refine_until_recipe,
     router_recipe,
+    tool_use_recipe,
 )
 from flujo.spec import PipelineSpec, UsageLimits
 from flujo.transcript import canonical_json, digest, preview, render_transcript, transcript_of
@@ -248,6 +249,7 @@ def test_factories_build_the_yaml_pipelines() -> None:
         "router": router_recipe,
         "map-reduce": map_reduce_recipe,
         "refine-until": refine_until_recipe,
+        "tool-use": tool_use_recipe,
     }
     assert set(factories) == set(RECIPES)
     for name, factory in factories.items():

@@ -351,7 +351,7 @@ def test_an_unknown_tool_is_a_validation_error_naming_it(openai_server: OpenAISe
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"type": "http", "endpoint": "http://x/", "tools": ["a"]}, "only an openai agent has"),
+        ({"type": "http", "endpoint": "http://x/", "tools": ["a"]}, "only an openai (or scripted)"),
         ({"type": "mcp"}, "exactly one of endpoint and command"),
         ({"type": "mcp", "endpoint": "http://x/mcp", "command": ["srv"]}, "exactly one of"),
         ({"type": "openai", "model": "m", "endpoint": "http://x", "maxToolRounds": 0}, "greater"),

@@ -105,6 +105,8 @@ class ChatReply:
     finish_reason: str | None = None
     stopped: str | None = None
     """``cost`` or ``tokens``: the stream was cut because the run's budget was crossed."""
+    value: Any = None
+    """A scripted model's answer as it was scripted (any JSON value), for its output."""
 
     def to_message(self) -> dict[str, Any]:
         """The assistant message to send back in the next call."""

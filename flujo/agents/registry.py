@@ -185,7 +185,13 @@ class AgentRegistry:
         if spec.type == "builtin":
             return BuiltinAgent(spec.builtin or "", spec.config)
         if spec.type == "scripted":
-            return ScriptedAgent(spec.responses, name)
+            scripted = ScriptedAgent(spec.responses, name)
+            if not spec.tools:
+                return scripted
+            from flujo.agents.tools import ToolLoopAgent
+
+            scripted.who = f"scripted agent {name!r}"
+            return ToolLoopAgent(name, spec, scripted, scripted, self.tool_target)
         from flujo.agents.remote import RemoteResources
 
         if self._remote is None:

@@ -63,7 +63,15 @@ from flujo.domain.usage import ZERO, Usage
 from flujo.hooks import tool_called
 from flujo.spec.agent import AgentSpec
 
-__all__ = ["ModelAgent", "Tool", "ToolLoopAgent", "ToolTarget", "function_schema", "tool_name"]
+__all__ = [
+    "ModelAgent",
+    "Tool",
+    "ToolLoopAgent",
+    "ToolLoopError",
+    "ToolTarget",
+    "function_schema",
+    "tool_name",
+]
 
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
 _ANY_INPUT: dict[str, Any] = {"description": "The tool's input."}
@@ -74,6 +82,22 @@ RESULT_CHARS = 16_000
 def tool_name(agent: str) -> str:
     """The function name an agent is offered under (OpenAI: ``[A-Za-z0-9_-]{1,64}``)."""
     return _NAME.sub("_", agent)[:64]
+
+
+class ToolLoopError(AgentError):
+    """A tool loop's failure, carrying the tool calls made before it."""
+
+    def __init__(
+        self,
+        error_class: str,
+        message: str,
+        *,
+        usage: Usage,
+        tool_calls: list[dict[str, Any]],
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(error_class, message, retry_after=retry_after, usage=usage)
+        self.tool_calls = tuple(tool_calls)
 
 
 class ModelAgent(Protocol):
@@ -266,6 +290,8 @@ class ToolLoopAgent(BaseAgent):
         budget = context.budget
         spent = ZERO
         calls: list[dict[str, Any]] = []
+        made: dict[str, int] = {}
+        """Calls of each tool agent so far: a tool call's ``call_index`` (scripted tools)."""
         reply: ChatReply | None = None
         for round_ in range(1, self.max_rounds + 1):
             where = f"step {context.step_path!r} round {round_} of {self.max_rounds}"
@@ -274,9 +300,13 @@ class ToolLoopAgent(BaseAgent):
                 answer = await self.model.run(turn, replace(context, extra={"round": round_}))
             except AgentError as exc:
                 used = exc.usage if isinstance(exc.usage, Usage) else ZERO
-                exc.usage = spent + used
-                exc.message = f"{exc.message} ({where})"
-                raise
+                raise ToolLoopError(
+                    exc.error_class,
+                    f"{exc.message} ({where})",
+                    usage=spent + used,
+                    tool_calls=calls,
+                    retry_after=exc.retry_after,
+                ) from exc
             spent = spent + answer.usage
             reply = answer.output
             assert isinstance(reply, ChatReply)
@@ -284,21 +314,34 @@ class ToolLoopAgent(BaseAgent):
                 limit = reply.stopped or (budget.crossed(spent) if budget else None) or "cost"
                 return self._partial(limit, where, reply, calls, spent, budget)
             if not reply.tool_calls:
-                return self.chat.final(reply, spent)
+                try:
+                    final = self.chat.final(reply, spent)
+                except AgentError as exc:
+                    raise ToolLoopError(
+                        exc.error_class, exc.message, usage=spent, tool_calls=calls
+                    ) from exc
+                return replace(final, tool_calls=tuple(calls))
             if round_ == self.max_rounds:
                 names = ", ".join(sorted({c.name for c in reply.tool_calls}))
-                raise AgentError(
+                raise ToolLoopError(
                     LOOP_EXHAUSTED,
                     f"{self.who}: the model still asked for tools ({names}) after "
                     f"maxToolRounds={self.max_rounds} ({where}); raise maxToolRounds "
                     "or make the prompt ask for an answer",
                     usage=spent,
+                    tool_calls=calls,
                 )
-            self._check_reached(budget, spent, where)
+            self._check_reached(budget, spent, where, calls)
+            indices = []
+            for call in reply.tool_calls:
+                agent = tools[call.name].agent_name if call.name in tools else ""
+                indices.append(made.get(agent, 0))
+                made[agent] = indices[-1] + 1
+            left = _remaining(budget, spent)
             results = await asyncio.gather(
                 *(
-                    self._call(call, tools, context, round_, _remaining(budget, spent))
-                    for call in reply.tool_calls
+                    self._call(call, tools, context, round_, left, index)
+                    for call, index in zip(reply.tool_calls, indices, strict=True)
                 )
             )
             messages.append(reply.to_message())
@@ -309,17 +352,20 @@ class ToolLoopAgent(BaseAgent):
             crossed = budget.crossed(spent) if budget is not None else None
             if crossed is not None:
                 return self._partial(crossed, where, None, calls, spent, budget)
-            self._check_reached(budget, spent, where)
+            self._check_reached(budget, spent, where, calls)
         raise AssertionError("unreachable: the last round returns or raises")
 
-    def _check_reached(self, budget: Budget | None, spent: Usage, where: str) -> None:
+    def _check_reached(
+        self, budget: Budget | None, spent: Usage, where: str, calls: list[dict[str, Any]]
+    ) -> None:
         limit = budget.reached(spent) if budget is not None else None
         if limit is not None and budget is not None:
-            raise AgentError(
+            raise ToolLoopError(
                 USAGE_LIMIT,
                 f"{self.who}: the run's {limit} limit is reached after {where}: "
                 f"{_unit(limit, budget, spent)}; no further model call is made",
                 usage=spent,
+                tool_calls=calls,
             )
 
     def _partial(
@@ -341,6 +387,7 @@ class ToolLoopAgent(BaseAgent):
                 "toolCalls": calls,
             },
             usage=spent,
+            tool_calls=tuple(calls),
         )
 
     async def _call(
@@ -350,6 +397,7 @@ class ToolLoopAgent(BaseAgent):
         context: AgentContext,
         round_: int,
         budget: Budget | None,
+        call_index: int,
     ) -> tuple[str, Usage, dict[str, Any]]:
         """Call one tool: ``(text for the model, usage, record)``; failures become text."""
         record: dict[str, Any] = {"round": round_, "tool": call.name, "arguments": call.arguments}
@@ -371,7 +419,12 @@ class ToolLoopAgent(BaseAgent):
         if tool.session is not None:
             extra["mcpSession"] = tool.session
         tool_context = replace(
-            context, agent_name=tool.agent_name, extra=extra, budget=budget, on_token=None
+            context,
+            agent_name=tool.agent_name,
+            call_index=call_index,
+            extra=extra,
+            budget=budget,
+            on_token=None,
         )
         started = time.perf_counter()
 

@@ -99,6 +99,9 @@ class AgentOutput:
 
     output: Any
     usage: Usage = field(default_factory=Usage)
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    """The tool calls a tool loop made for this answer: round, tool, arguments, output or
+    error (they reach the result event, and so the transcript)."""
 
 
 @runtime_checkable

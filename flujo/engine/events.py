@@ -45,6 +45,8 @@ class StepSucceeded(_Event):
     attempt: int = 1
     output: Any = None
     usage: Usage = Field(default_factory=Usage)
+    tool_calls: list[dict[str, Any]] | None = Field(None, exclude_if=lambda v: v is None)
+    """A tool loop's calls (round, tool, arguments, output or error); left out when none."""
 
 
 class StepFailed(_Event):
@@ -57,6 +59,8 @@ class StepFailed(_Event):
     message: str = ""
     usage: Usage = Field(default_factory=Usage)
     retry_after: float | None = None
+    tool_calls: list[dict[str, Any]] | None = Field(None, exclude_if=lambda v: v is None)
+    """A tool loop's calls (round, tool, arguments, output or error); left out when none."""
 
 
 class StepCancelled(_Event):

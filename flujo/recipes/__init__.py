@@ -49,9 +49,17 @@ __all__ = [
     "recipe_text",
     "refine_until_recipe",
     "router_recipe",
+    "tool_use_recipe",
 ]
 
-RECIPES: tuple[str, ...] = ("default", "agentic-loop", "router", "map-reduce", "refine-until")
+RECIPES: tuple[str, ...] = (
+    "default",
+    "agentic-loop",
+    "router",
+    "map-reduce",
+    "refine-until",
+    "tool-use",
+)
 """Names of the shipped recipes; ``flujo/recipes/<name>.yaml`` each."""
 
 
@@ -229,3 +237,12 @@ def refine_until_recipe(
         loop="refine",
         max_iterations=max_iterations,
     )
+
+
+def tool_use_recipe(*, assistant: AgentRef | None = None) -> Pipeline:
+    """One model step whose model calls tools (its Agent's ``tools``) until it answers.
+
+    ``assistant`` replaces the scripted model: an ``openai`` Agent's name with
+    the same ``tools``, say.
+    """
+    return _build("tool-use", {"tool-use-assistant": assistant})

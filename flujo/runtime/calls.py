@@ -57,6 +57,14 @@ def context_for(
 
 
 def succeeded(cmd: LaunchStep, out: AgentOutput) -> StepSucceeded:
+    if out.tool_calls:
+        return StepSucceeded.model_construct(
+            path=cmd.path,
+            attempt=cmd.attempt,
+            output=out.output,
+            usage=out.usage,
+            tool_calls=list(out.tool_calls),
+        )
     return StepSucceeded.model_construct(
         path=cmd.path, attempt=cmd.attempt, output=out.output, usage=out.usage
     )
@@ -71,6 +79,7 @@ def failed(cmd: LaunchStep, exc: AgentError) -> StepFailed:
         message=exc.message,
         usage=usage,
         retry_after=exc.retry_after,
+        tool_calls=list(getattr(exc, "tool_calls", ())) or None,
     )
 
 

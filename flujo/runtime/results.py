@@ -269,12 +269,13 @@ class ResultStore:
 class _Spilled:
     """A ``StepSucceeded`` whose output lives in the store."""
 
-    __slots__ = ("attempt", "fields_set", "path", "ref", "usage")
+    __slots__ = ("attempt", "fields_set", "path", "ref", "tool_calls", "usage")
 
     def __init__(self, event: StepSucceeded, ref: Ref) -> None:
         self.path = event.path
         self.attempt = event.attempt
         self.usage = event.usage
+        self.tool_calls = event.tool_calls
         self.fields_set = event.model_fields_set
         self.ref = ref
 
@@ -285,6 +286,7 @@ class _Spilled:
             attempt=self.attempt,
             output=store.get(self.ref),
             usage=self.usage,
+            tool_calls=self.tool_calls,
         )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "PricingSpec",
     "RateLimitSpec",
     "ScriptedResponse",
+    "ScriptedToolCall",
     "SecretKeyRef",
     "cost_caps",
 ]
@@ -95,6 +96,13 @@ class ScriptedError(SpecModel):
     message: str = Field("scripted failure", description="Error message.")
 
 
+class ScriptedToolCall(SpecModel):
+    """A tool call a scripted model asks for (its agent lists ``tools``)."""
+
+    name: str = Field(description="The tool's function name.")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Its arguments.")
+
+
 class ScriptedResponse(SpecModel):
     """One canned answer of a ``scripted`` agent."""
 
@@ -104,6 +112,11 @@ class ScriptedResponse(SpecModel):
         None, description="inputTokens, outputTokens, costUsd reported for this answer."
     )
     error: ScriptedError | None = Field(None, description="Fail instead of answering.")
+    tool_calls: list[ScriptedToolCall] = Field(
+        default_factory=list,
+        max_length=16,
+        description="With tools: ask for these tool calls instead of answering (one round).",
+    )
     delay_seconds: float = Field(0.0, ge=0, description="Wait before answering.")
 
 
@@ -131,8 +144,9 @@ class AgentSpec(SpecModel):
     tools: list[str] = Field(
         default_factory=list,
         max_length=64,
-        description="openai: names of Agents the model may call as tools (http, builtin, "
-        "openai, Python functions; an mcp agent offers each tool of its server).",
+        description="openai (and scripted, in tests): names of Agents the model may call as "
+        "tools (http, builtin, openai, Python functions; an mcp agent offers each tool of its "
+        "server).",
     )
     max_tool_rounds: int = Field(
         8,
@@ -192,8 +206,10 @@ class AgentSpec(SpecModel):
             raise ValueError(f"an agent of type {self.type!r} needs {', '.join(missing)}")
         if self.type == "mcp" and bool(self.endpoint) == bool(self.command):
             raise ValueError("an agent of type 'mcp' needs exactly one of endpoint and command")
-        if self.tools and self.type != "openai":
-            raise ValueError("tools are offered to a model: only an openai agent has tools")
+        if self.tools and self.type not in ("openai", "scripted"):
+            raise ValueError(
+                "tools are offered to a model: only an openai (or scripted) agent has tools"
+            )
         if self.command and self.type != "mcp":
             raise ValueError("command starts an MCP server: only an mcp agent has one")
         if len(set(self.tools)) != len(self.tools):

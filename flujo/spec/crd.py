@@ -81,8 +81,9 @@ AGENT_RULES = [
     {"rule": "self.type != 'mcp'"
              " || has(self.endpoint) != (has(self.command) && size(self.command) > 0)",
      "message": "an mcp agent needs exactly one of endpoint and command"},
-    {"rule": "!has(self.tools) || size(self.tools) == 0 || self.type == 'openai'",
-     "message": "only an openai agent has tools"},
+    {"rule": "!has(self.tools) || size(self.tools) == 0"
+             " || self.type == 'openai' || self.type == 'scripted'",
+     "message": "only an openai (or scripted) agent has tools"},
 ]  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 from flujo.domain import errors
 from flujo.engine import (
@@ -166,6 +167,7 @@ class EventRenderer:
             return [
                 f"{tag} {event.path} attempt={event.attempt}",
                 _detail("output", preview(event.output)),
+                *_tool_lines(event.tool_calls),
                 _detail("usage", f"{usage_text(event.usage)}; run total {total_text(st.usage)}"),
             ]
         if isinstance(event, StepFailed):
@@ -175,6 +177,7 @@ class EventRenderer:
             ]
             if event.retry_after is not None:
                 lines.append(_detail("retryAfter", seconds_text(event.retry_after)))
+            lines.extend(_tool_lines(event.tool_calls))
             lines.append(
                 _detail("usage", f"{usage_text(event.usage)}; run total {total_text(st.usage)}")
             )
@@ -358,6 +361,18 @@ class EventRenderer:
             elif isinstance(c, FinishRun):
                 out.extend(_finish_lines(c.outcome))
         return out
+
+
+def _tool_lines(calls: list[dict[str, Any]] | None) -> list[str]:
+    """One line per tool call of a tool loop: round, tool, arguments, then result or error."""
+    lines = []
+    for call in calls or []:
+        head = f"round {call.get('round')} {call.get('tool')} {preview(call.get('arguments'))}"
+        if "error" in call:
+            lines.append(_detail("tool", f"{head} -> error {preview(call['error'])}"))
+        else:
+            lines.append(_detail("tool", f"{head} -> {preview(call.get('output'))}"))
+    return lines
 
 
 def _scope_range(keys: list[str]) -> str:

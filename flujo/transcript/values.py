@@ -87,8 +87,10 @@ def preview(value: Any) -> str:
 def usage_text(u: Usage) -> str:
     if u.is_zero:
         return "none"
+    estimated = ", estimated" if u.estimated else ""
     return (
-        f"{u.total_tokens} tokens ({u.input_tokens} in, {u.output_tokens} out), ${u.cost_usd:.6f}"
+        f"{u.total_tokens} tokens ({u.input_tokens} in, {u.output_tokens} out{estimated}), "
+        f"${u.cost_usd:.6f}"
     )
 
 
