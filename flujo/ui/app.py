@@ -86,9 +86,13 @@ def create_app(
         source, key = pages.target(request.path_params)
         return HTMLResponse(await run_in_threadpool(pages.actions_fragment, source, key))
 
+    async def io(request: Request) -> Response:
+        source, key = pages.target(request.path_params)
+        return HTMLResponse(await run_in_threadpool(pages.io_fragment, source, key))
+
     async def events(request: Request) -> Response:
         source, key = pages.target(request.path_params)
-        await run_in_threadpool(pages.view, source, key)  # 404 before the stream starts
+        await run_in_threadpool(pages.exists, source, key)  # 404 before the stream starts
         return StreamingResponse(
             _stream(pages, source, key),
             media_type="text/event-stream",
@@ -122,6 +126,7 @@ def create_app(
         Route("/runs/{source}/{key:path}", run_page),
         Route("/step/{source}/{key:path}", step),
         Route("/actions/{source}/{key:path}", actions),
+        Route("/io/{source}/{key:path}", io),
         Route("/events/{source}/{key:path}", events),
         Route("/act/{verb}/{source}/{key:path}", act, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),

@@ -101,14 +101,18 @@ class LocalRuns:
                     continue
                 rows.append((record, shown))
             page = rows[offset : offset + limit]
-            return [self._summary(r, s) for r, s in page], len(rows) > offset + limit
+            return [self._summary(r, s, self._progress(r.id)) for r, s in page], (
+                len(rows) > offset + limit
+            )
 
-    def _summary(self, record: RunRecord, shown: str) -> RunSummary:
-        usage = record.usage
+    def _progress(self, run_id: str) -> str:
         try:  # replayed once per change of the run (cached), as its page would be
-            progress = self.view(record.id).summary.progress
+            return self.view(run_id).summary.progress
         except (StoreError, ActionError):
-            progress = "?"
+            return "?"
+
+    def _summary(self, record: RunRecord, shown: str, progress: str) -> RunSummary:
+        usage = record.usage
         return RunSummary(
             source=self.source,
             key=record.id,
@@ -135,6 +139,27 @@ class LocalRuns:
             if record is None:
                 raise ActionError(f"no run {run_id!r}")
             return record.events, self._status(record), record.cancel
+
+    def fresh(self, run_id: str) -> RunView | None:
+        """The run's view if it is replayed up to date already, else ``None`` (nothing is read)."""
+        with self.lock:
+            record = self.store.resolve(run_id)
+            cached = self._cache.get(record.id)
+            if (
+                cached is not None
+                and cached.view is not None
+                and cached.events == record.events
+                and cached.status == self._status(record)
+            ):
+                return cached.view
+            return None
+
+    def head(self, run_id: str) -> RunView:
+        """What a page shows before the journal is replayed: the record's totals, the graph."""
+        with self.lock:
+            record = self.store.resolve(run_id)
+            summary = self._summary(record, self._status(record), "")
+            return RunView(summary=summary, spec=manifest_of(record).spec, steps={})
 
     def _since(self, run_id: str, seq: int) -> builtins.list[Event]:
         """The run's journal from entry ``seq`` on (the store's :meth:`entries`, resumed)."""

@@ -78,6 +78,8 @@ class Pages:
         self.env.filters["phase_class"] = css_class
         self.env.globals.update(run_url=self.run_url, url=self.url, token=token, quote=quote)
         self._graphs: dict[str, Graph] = {}
+        for name in self.env.list_templates():  # compiled now, not on a first request
+            self.env.get_template(name)
 
     # --- addresses ----------------------------------------------------------------
 
@@ -143,6 +145,14 @@ class Pages:
     def view(self, source: str, key: str) -> RunView:
         return self.sources[source].view(key)
 
+    def exists(self, source: str, key: str) -> None:
+        """Raises (a 404) when there is no such run; reads no journal."""
+        runs = self.sources[source]
+        if isinstance(runs, LocalRuns):
+            runs.record(key)
+        else:
+            runs.get(key)
+
     def graph(self, view: RunView) -> Graph:
         digest = view.spec.model_dump_json()
         graph = self._graphs.get(digest)
@@ -164,10 +174,23 @@ class Pages:
         }
 
     def run_page(self, source: str, key: str, query: Mapping[str, str]) -> str:
-        view = self.view(source, key)
-        graph = self.graph(view)
-        statuses = node_statuses(graph, view.steps, view.summary.phase)
+        """The page; a run not replayed yet is sent at once as its graph, coloured by the stream.
+
+        Replaying a long journal takes a while (the state machine goes through
+        every event): the page does not wait for it, its first event brings
+        the phases, totals and output.
+        """
         node = query.get("node", "")
+        runs = self.sources[source]
+        shell = False
+        if isinstance(runs, LocalRuns) and not node:
+            fresh = runs.fresh(key)
+            shell = fresh is None
+            view = runs.head(key) if fresh is None else fresh
+        else:
+            view = self.view(source, key)
+        graph = self.graph(view)
+        statuses = node_statuses(graph, view.steps, "running" if shell else view.summary.phase)
         return self._render(
             "run.html",
             title=f"{view.summary.pipeline} {view.summary.key}",
@@ -181,7 +204,13 @@ class Pages:
             error=query.get("error", ""),
             detail=self._step(source, key, view, node) if node else "",
             actions=self._actions(source, view),
+            shell=shell,
         )
+
+    def io_fragment(self, source: str, key: str) -> str:
+        """The run's input and (once finished) output."""
+        view = self.view(source, key)
+        return self._render("io.html", view=view, run=view.summary)
 
     def _instances(self, view: RunView, name: str) -> list[StepInfo]:
         found = [s for s in view.steps.values() if s.name == name]

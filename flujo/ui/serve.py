@@ -59,9 +59,14 @@ def serve(
     bound = sock.getsockname()[1]
     app = create_app(sources, hosts=allowed_hosts(host))
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
-    announce(f"flujo ui: http://{shown}:{bound}/ (Ctrl-C stops it)")
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            announce(f"flujo ui: http://{shown}:{bound}/ (Ctrl-C stops it)")  # serving now
+
+    server = Server(config)
     try:
         server.run(sockets=[sock])
     finally:

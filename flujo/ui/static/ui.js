@@ -27,7 +27,19 @@
       .then((html) => { document.getElementById("actions").innerHTML = html; })
       .catch(() => {});
   }
+  let shell = run.dataset.shell === "true";
   function apply(state) {
+    if (shell) {  // the first state of a page sent before its run was replayed
+      shell = false;
+      run.dataset.shell = "false";
+      const figure = document.querySelector("figure.graph");
+      figure.classList.remove("loading");
+      const note = figure.querySelector(".replaying");
+      if (note) note.remove();
+      fetch(run.dataset.io).then((r) => r.text()).then((html) => {
+        document.getElementById("io").innerHTML = html;  // rendered and escaped by the server
+      });
+    }
     for (const [id, node] of Object.entries(state.nodes)) {
       const el = document.getElementById(id);
       if (!el) continue;
@@ -66,6 +78,9 @@
       events.close();
       run.dataset.live = "ended";
       text("live", "");
+      fetch(run.dataset.io).then((r) => r.text()).then((html) => {
+        document.getElementById("io").innerHTML = html;
+      });
     });
     events.addEventListener("failure", (e) => {
       events.close();
