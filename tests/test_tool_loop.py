@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -380,3 +382,14 @@ def test_the_security_policy_checks_tool_agents_at_validation(openai_server: Ope
         for p in problems
     ), problems
     assert openai_server.calls == 0
+
+
+def test_import_flujo_stays_light() -> None:
+    """The mcp SDK, the openai client and the tool loop load only when an agent needs them."""
+    code = (
+        "import sys, flujo, flujo.runtime.runner, flujo.agents.registry; "
+        "print(sorted(m for m in ('mcp', 'openai', 'flujo.agents.tools', 'flujo.agents.mcp') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
