@@ -7,6 +7,7 @@ kubectl: nothing but what a user's shell would have.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,62 @@ def test_a_namespace_kubectl_may_not_read_is_one_line_on_the_page(
         expect(error).to_have_count(1, timeout=WAIT_MS)
         assert error.inner_text().startswith("error: ")
         assert "\n" not in error.inner_text()
+
+
+REVIEWED = """
+apiVersion: flujo.dev/v1alpha1
+kind: Pipeline
+metadata: {name: reviewed}
+spec:
+  steps:
+    - {name: draft, agent: builtin.upper}
+    - name: review
+      approval: {message: "Publish {{ previous_step }}?"}
+    - {name: send, agent: builtin.lower}
+---
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: reviewed-yes}
+spec: {pipelineRef: {name: reviewed}, input: hi}
+---
+apiVersion: flujo.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: reviewed-no}
+spec: {pipelineRef: {name: reviewed}, input: hi}
+"""
+
+
+def test_approve_and_reject_a_pipelinerun_from_its_page(
+    browser: Any, cluster: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    args = ["--cluster", "--namespace", "default", "--kubectl", str(KUBECTL)]
+    with (
+        running_operator(kubeconfig, tmp_path) as op,
+        ui_server(args, tmp_path, {"KUBECONFIG": str(kubeconfig)}) as ui,
+    ):
+        cluster.apply(REVIEWED)
+        page = browser.new_page(viewport={"width": 1100, "height": 720})
+        page.goto(ui.url + "/runs/cluster/default/reviewed-yes")
+        expect(page.locator("#run-phase")).to_have_text("AwaitingApproval", timeout=60_000)
+        page.wait_for_selector("#n-review.phase-awaiting", state="attached", timeout=WAIT_MS)
+        expect(page.locator(".approval code")).to_have_text("review", timeout=WAIT_MS)
+        page.fill(".approval input[name=input]", "Edited")
+        page.click(".approval button.approve")
+        page.wait_for_selector(".notice", timeout=WAIT_MS)
+        assert "kubectl patch" in page.locator(".notice").inner_text()
+        expect(page.locator("#run-phase")).to_have_text("Succeeded", timeout=60_000)
+        page.wait_for_selector("#n-send.phase-succeeded", state="attached", timeout=WAIT_MS)
+        run = json.loads(cluster("get", "pipelinerun", "reviewed-yes", "-o", "json").stdout)
+        assert run["spec"]["approvals"] == [
+            {"step": "review", "decision": "approve", "input": "Edited"}
+        ]
+        assert run["status"]["output"]["value"] == "edited", op.log()[-3000:]
+
+        page.goto(ui.url + "/runs/cluster/default/reviewed-no")
+        expect(page.locator("#run-phase")).to_have_text("AwaitingApproval", timeout=60_000)
+        page.fill(".approval input[name=reason]", "off-brand")
+        page.click(".approval button.reject")
+        page.wait_for_selector(".notice", timeout=WAIT_MS)
+        expect(page.locator("#run-phase")).to_have_text("Failed", timeout=60_000)
+        page.wait_for_selector("#n-review.phase-failed", state="attached", timeout=WAIT_MS)
+        assert "off-brand" in page.locator("#run-message").inner_text()

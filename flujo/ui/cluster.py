@@ -138,7 +138,7 @@ class ClusterRuns:
         status = obj.get("status") or {}
         usage = status.get("usage") or {}
         pipeline = (spec.get("pipelineRef") or {}).get("name") or f"{meta.get('name')} (inline)"
-        steps = status.get("steps") or {}
+        waiting = status.get("awaitingApproval") or {}
         return RunSummary(
             source=self.source,
             key=f"{meta.get('namespace', 'default')}/{meta.get('name')}",
@@ -152,9 +152,7 @@ class ClusterRuns:
             launches=int(status.get("launches", 0)),
             message=self.redactor.redact(str(status.get("message") or "")),
             reason=str(status.get("reason") or ""),
-            awaiting=sorted(
-                p for p, s in steps.items() if s and css_class(str(s.get("phase"))) == "awaiting"
-            ),
+            awaiting=sorted(p for p, w in waiting.items() if w is not None),
         )
 
     def get(self, key: str) -> dict[str, Any]:
@@ -177,15 +175,21 @@ class ClusterRuns:
 
     def view_of(self, obj: dict[str, Any], spec: PipelineSpec) -> RunView:
         status = obj.get("status") or {}
+        waiting = {p: w for p, w in (status.get("awaitingApproval") or {}).items() if w}
         steps: dict[str, StepInfo] = {}
         for path, entry in (status.get("steps") or {}).items():
             if not entry:
                 continue
+            wait = waiting.get(path)
+            if wait is not None:
+                entry = {**entry, "message": wait.get("message", "")}
             steps[path] = StepInfo(
                 path=path,
                 name=path.rsplit("/", 1)[-1],
                 kind=str(entry.get("kind", "agent")),
-                phase=str(entry.get("phase", "running")).lower(),
+                phase="awaiting approval"
+                if wait is not None
+                else str(entry.get("phase", "running")).lower(),
                 agent=entry.get("agent"),
                 attempts=int(entry.get("attempts", 0)),
                 iteration=int(entry.get("iterations", 0)),
@@ -207,6 +211,43 @@ class ClusterRuns:
     def view(self, key: str) -> RunView:
         obj = self.get(key)
         return self.view_of(obj, self.pipeline_of(obj))
+
+    # --- acting -----------------------------------------------------------------
+
+    def answer(
+        self, key: str, *, approved: bool, step: str | None, input: Any, reason: str | None
+    ) -> str:
+        """Add the answer to the run's ``spec.approvals`` with ``kubectl patch``, as the docs do.
+
+        The operator applies it (once) and journals it; who answered is what
+        the API server records for the patch (its field manager), as for any
+        ``kubectl patch`` of the run.
+        """
+        namespace, name = self.split(key)
+        obj = self.get(key)
+        waiting = sorted(
+            p for p, w in ((obj.get("status") or {}).get("awaitingApproval") or {}).items() if w
+        )
+        if not waiting:
+            raise ActionError(f"run {key} waits on no approval")
+        chosen = [p for p in waiting if step in (None, p, p.rsplit("/", 1)[-1])]
+        if len(chosen) != 1:
+            raise ActionError(f"run {key} waits on {', '.join(waiting)}: name one step")
+        entry: dict[str, Any] = {"step": chosen[0], "decision": "approve" if approved else "reject"}
+        if approved and input is not None:
+            entry["input"] = input
+        if not approved and reason:
+            entry["reason"] = reason
+        patch: list[dict[str, Any]] = (
+            [{"op": "add", "path": "/spec/approvals", "value": [entry]}]
+            if (obj.get("spec") or {}).get("approvals") is None
+            else [{"op": "add", "path": "/spec/approvals/-", "value": entry}]
+        )
+        self._run(
+            "patch", RESOURCE, name, "-n", namespace, "--type", "json", "-p", json.dumps(patch)
+        )
+        verb = "approved" if approved else "rejected"
+        return f"{chosen[0]} {verb}: kubectl patch sent, the operator goes on"
 
     async def watch(self, key: str) -> AsyncIterator[dict[str, Any]]:
         """The run's object each time it changes (first as it is now), until it finishes."""

@@ -299,5 +299,11 @@ class Pages:
                     reason=reason or None,
                     by=_user(),
                 )
-            raise ActionError("approvals of PipelineRuns are not supported by this flujo ui yet")
+            return runs.answer(
+                key,
+                approved=verb == "approve",
+                step=step,
+                input=form.get("input") or None if verb == "approve" else None,
+                reason=reason or None,
+            )
         raise ActionError(f"unknown action {verb!r}")
