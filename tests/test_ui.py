@@ -37,6 +37,19 @@ from flujo.runtime.store import RunStore
 from tests.uikit import DOCS_IMG, WAIT_MS, chromium, expect, ui_server
 
 
+class Priced(BaseAgent):
+    """Answers at once, with usage that grows with the call (it stands for a model call)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, data: Any, context: AgentContext) -> AgentOutput:
+        self.calls += 1
+        tokens = 180 + 37 * self.calls
+        usage = Usage(input_tokens=tokens, output_tokens=tokens // 4, cost_usd=tokens * 1.1e-5)
+        return AgentOutput(f"{data} (reviewed)", usage)
+
+
 class Gates(BaseAgent):
     """An agent whose call at each step path waits until the test opens that path's gate."""
 
@@ -123,10 +136,12 @@ def node(page: Any, name: str, phase: str) -> None:
 def test_the_list_shows_runs_with_phase_and_totals_and_filters_and_pages(
     browser: Any, store_path: Path, tmp_path: Path
 ) -> None:
+    priced = Priced()
+    names = ["triage", "summarise", "translate"]
     with RunStore(store_path) as store:
         for i in range(27):
-            shouter = Pipeline([Step("shout", upper)], name="shouter")
-            run_now(Flujo(shouter, store=store), f"hello {i}", f"ok-{i:02d}")
+            pipeline = Pipeline([Step("review", priced), Step("shout", upper)], name=names[i % 3])
+            run_now(Flujo(pipeline, store=store), f"hello {i}", f"ok-{i:02d}")
         failing = Pipeline([Step("boom", lambda _: 1 / 0)], name="divider")
         run_now(Flujo(failing, store=store), 0, "broken")
     with ui_server(["--store", str(store_path)], tmp_path) as ui:
@@ -138,7 +153,8 @@ def test_the_list_shows_runs_with_phase_and_totals_and_filters_and_pages(
         assert first.get_attribute("data-run") == "broken"
         assert first.locator(".badge").inner_text() == "failed"
         assert "divider" in first.inner_text()
-        assert "1/1" in page.locator('tr[data-run="ok-26"]').inner_text()
+        last = page.locator('tr[data-run="ok-26"]').inner_text()
+        assert "2/2" in last and "translate" in last and "1,473" in last  # 1,179 + 294 tokens
         page.screenshot(path=str(DOCS_IMG / "ui-runs.png"))
         page.click("text=older →")
         assert page.locator("#runs tbody tr").count() == 3
@@ -184,7 +200,6 @@ def test_a_running_pipeline_turns_nodes_from_running_to_succeeded_without_a_relo
         page.wait_for_selector(".step-detail[data-node=outline]", timeout=WAIT_MS)
         assert "outline done with tides" in page.locator("#detail pre.output").inner_text()
         assert "150 tokens" in page.locator("#detail").inner_text()
-        page.screenshot(path=str(DOCS_IMG / "ui-run.png"), full_page=True)
         gates.gate("research/notes/recall").set()
         node(page, "recall", "succeeded")
         node(page, "write", "running")
@@ -196,6 +211,65 @@ def test_a_running_pipeline_turns_nodes_from_running_to_succeeded_without_a_relo
         assert page.evaluate("window.sameDocument") == "yes"
         assert int(page.locator("#run").get_attribute("data-updates")) >= 4
         assert page.locator("#run-tokens").inner_text() == "600"
+        thread.join(30)
+        assert out["result"].success
+
+
+def test_a_run_page_shows_loops_collapsed_the_branch_taken_and_branches_side_by_side(
+    browser: Any, store_path: Path, tmp_path: Path
+) -> None:
+    gates, priced = Gates(), Priced()
+    newsletter = Pipeline(
+        [
+            Step("outline", priced),
+            LoopStep(
+                "revise",
+                [
+                    Step("draft", priced),
+                    ConditionalStep(
+                        "check",
+                        "'trim' if previous_step | length > 12 else 'keep'",
+                        {"trim": [Step("shorten", upper)], "keep": [Step("pass", upper)]},
+                    ),
+                ],
+                max_iterations=3,
+                on_max_iterations="succeed",
+            ),
+            ParallelStep("publish", {"web": Step("post", gates), "mail": Step("send", priced)}),
+            Step("notify", upper),
+        ],
+        name="newsletter",
+    )
+    with RunStore(store_path) as store, ui_server(["--store", str(store_path)], tmp_path) as ui:
+        thread, out = run_in_thread(Flujo(newsletter, store=store), "spring issue", "spring")
+        page = browser.new_page(viewport={"width": 1280, "height": 1160})
+        page.goto(ui.url + "/runs/local/spring")
+        node(page, "post", "running")
+        node(page, "send", "succeeded")
+        assert page.locator("#n-revise .note").text_content() == "3 iterations"
+        assert page.locator("#n-draft .note").text_content() == "iteration 3"
+        assert page.locator("#n-check .note").text_content() == "→ trim"
+        node(page, "shorten", "succeeded")
+        node(page, "pass", "skipped")  # the branch not taken
+        node(page, "notify", "pending")
+        post, send = (
+            page.locator("#n-post rect").bounding_box(),
+            page.locator("#n-send rect").bounding_box(),
+        )
+        assert post["y"] == send["y"] and post["x"] + post["width"] <= send["x"]  # side by side
+        page.click("#n-draft")
+        page.wait_for_selector(".step-detail[data-node=draft]", timeout=WAIT_MS)
+        paths = page.locator("#detail .instance").evaluate_all(
+            "els => els.map(e => e.dataset.path)"
+        )
+        assert paths == [f"revise/iter-{i}/draft" for i in (3, 2, 1)]  # latest first
+        assert (
+            "StepSucceeded revise/iter-3/draft"
+            in page.locator("#detail pre.transcript").inner_text()
+        )
+        page.screenshot(path=str(DOCS_IMG / "ui-run.png"), full_page=True)
+        gates.gate("publish/web/post").set()
+        node(page, "notify", "succeeded")
         thread.join(30)
         assert out["result"].success
 
