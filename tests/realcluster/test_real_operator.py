@@ -100,10 +100,13 @@ def release(
     )
     helm = [str(HELM), "--kubeconfig", str(control_plane.kubeconfig)]
     # The CRDs are already there (applied with kubectl by real_crds): the chart adopts them.
+    # helm 4 applies server-side; where its CRDs differ from the kubectl-applied ones (a
+    # newer chart), the fields kubectl owns conflict, so the chart wins with --force-conflicts.
     install = subprocess.run(
         [
             *(*helm, "install", "flujo", str(CHART), "--namespace", RELEASE_NAMESPACE),
-            *("--create-namespace", "--take-ownership", "--set", f"watchNamespaces={{{WATCHED}}}"),
+            *("--create-namespace", "--take-ownership", "--force-conflicts"),
+            *("--set", f"watchNamespaces={{{WATCHED}}}"),
         ],
         capture_output=True,
         text=True,
@@ -167,15 +170,18 @@ def test_helm_install_created_the_least_privilege_rbac(
     assert not can("create", "pods", "default"), "only the watched namespace"
 
 
+@pytest.mark.parametrize("executor", ["pod", "runner"])
 def test_every_example_succeeds_under_the_charts_serviceaccount_in_a_restricted_namespace(
     release: Release,
     operator_kubeconfig: Path,
     admin_kubectl: RealKubectl,
     real_kubelet: KubeletThread,
     tmp_path: Path,
+    executor: str,
 ) -> None:
     kubectl = admin_kubectl.bound(WATCHED)
     expected = {name: embedded_output(name, text) for name, text in EXAMPLE_RUNS.items()}
+    runs = {name: f"{name}-{executor}" for name in EXAMPLE_RUNS}
     operator = OperatorProcess(
         operator_kubeconfig, tmp_path / "operator.log", **release.operator_env()
     )
@@ -183,23 +189,24 @@ def test_every_example_succeeds_under_the_charts_serviceaccount_in_a_restricted_
     try:
         for name, text in EXAMPLE_RUNS.items():
             kubectl("apply", "-f", str(EXAMPLES / f"{name}.yaml"))
+            spec = {"pipelineRef": {"name": name}, "input": text, "executor": executor}
             kubectl.apply(
                 [
                     {
                         "apiVersion": "flujo.dev/v1alpha1",
                         "kind": "PipelineRun",
-                        "metadata": {"name": f"{name}-run"},
-                        "spec": {"pipelineRef": {"name": name}, "input": text},
+                        "metadata": {"name": runs[name]},
+                        "spec": spec,
                     }
                 ]
             )
 
         def finished() -> dict[str, str] | None:
-            runs = kubectl.json("pipelineruns")["items"]
-            phases = {r["metadata"]["name"]: (r.get("status") or {}).get("phase") for r in runs}
-            done = len(phases) == len(EXAMPLE_RUNS) and all(
-                p in ("Succeeded", "Failed") for p in phases.values()
-            )
+            phases = {
+                run: (kubectl.json("pipelinerun", run).get("status") or {}).get("phase")
+                for run in runs.values()
+            }
+            done = all(p in ("Succeeded", "Failed") for p in phases.values())
             return phases if done else None
 
         phases = wait_for(finished, 100, "every example run to finish")
@@ -207,15 +214,19 @@ def test_every_example_succeeds_under_the_charts_serviceaccount_in_a_restricted_
         operator.stop()
     log = operator.log()
     assert set(phases.values()) == {"Succeeded"}, (phases, log[-4000:])
-    for name in EXAMPLE_RUNS:
-        status = kubectl.json("pipelinerun", f"{name}-run")["status"]
+    launches = 0
+    for name, run in runs.items():
+        status = kubectl.json("pipelinerun", run)["status"]
         assert status["output"] == {"value": expected[name]}, (name, status)
-    pods = kubectl.json("pods", "-l", "flujo.dev/run")["items"]
-    launches = sum(
-        kubectl.json("pipelinerun", f"{n}-run")["status"]["launches"] for n in EXAMPLE_RUNS
-    )
-    assert len(pods) == launches > 0
-    assert all(p["status"]["phase"] == "Succeeded" for p in pods)
+        launches += status["launches"]
+        pods = kubectl.json("pods", "-l", f"flujo.dev/run={run}")["items"]
+        # Each pod passed the namespace's `restricted` Pod Security admission to exist.
+        if executor == "pod":
+            assert len(pods) == status["launches"] > 0, (run, len(pods))
+            assert all(p["status"]["phase"] == "Succeeded" for p in pods)
+        else:
+            assert len(pods) == 1, (run, [p["metadata"]["name"] for p in pods])
+    assert launches >= len(EXAMPLE_RUNS)
     assert "forbidden" not in log.lower(), log[-4000:]
 
 
@@ -234,13 +245,16 @@ def test_the_restricted_namespace_enforces_pod_security(
     assert 'violates PodSecurity "restricted:latest"' in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("executor", ["pod", "runner"])
 def test_deleting_a_pipelinerun_garbage_collects_its_pods(
     release: Release,
     operator_kubeconfig: Path,
     admin_kubectl: RealKubectl,
     real_kubelet: KubeletThread,
     tmp_path: Path,
+    executor: str,
 ) -> None:
+    run = f"collected-{executor}"
     kubectl = admin_kubectl.bound(WATCHED)
     kubectl("apply", "-f", str(EXAMPLES / "linear.yaml"))
     kubectl.apply(
@@ -248,8 +262,8 @@ def test_deleting_a_pipelinerun_garbage_collects_its_pods(
             {
                 "apiVersion": "flujo.dev/v1alpha1",
                 "kind": "PipelineRun",
-                "metadata": {"name": "collected"},
-                "spec": {"pipelineRef": {"name": "linear"}, "input": "gc me"},
+                "metadata": {"name": run},
+                "spec": {"pipelineRef": {"name": "linear"}, "input": "gc me", "executor": executor},
             }
         ]
     )
@@ -261,7 +275,7 @@ def test_deleting_a_pipelinerun_garbage_collects_its_pods(
         done = kubectl(
             "wait",
             "--for=jsonpath={.status.phase}=Succeeded",
-            "pipelinerun/collected",
+            f"pipelinerun/{run}",
             "--timeout=60s",
             check=False,
             timeout=90,
@@ -269,13 +283,13 @@ def test_deleting_a_pipelinerun_garbage_collects_its_pods(
         assert done.returncode == 0, done.stderr + operator.log()[-4000:]
     finally:
         operator.stop()
-    pods = kubectl.json("pods", "-l", "flujo.dev/run=collected")["items"]
-    assert len(pods) == 3
+    pods = kubectl.json("pods", "-l", f"flujo.dev/run={run}")["items"]
+    assert len(pods) == (3 if executor == "pod" else 1), [p["metadata"]["name"] for p in pods]
     assert all(p["metadata"]["ownerReferences"][0]["kind"] == "PipelineRun" for p in pods)
-    kubectl("delete", "pipelinerun", "collected", "--wait=false")
+    kubectl("delete", "pipelinerun", run, "--wait=false")
 
     def pods_left() -> int:
-        return len(kubectl.json("pods", "-l", "flujo.dev/run=collected")["items"])
+        return len(kubectl.json("pods", "-l", f"flujo.dev/run={run}")["items"])
 
     # The garbage collector (not the operator, which is stopped) removes the dependents.
     wait_for(lambda: pods_left() == 0, 60, "the garbage collector to delete the run's pods")
