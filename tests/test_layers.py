@@ -38,7 +38,10 @@ def _layers() -> list[str]:
 
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
-    return grimp.build_graph("flujo", "flujo_operator", include_external_packages=False)
+    # No cache: a stale one could hide a circle made a moment ago.
+    return grimp.build_graph(
+        "flujo", "flujo_operator", include_external_packages=False, cache_dir=None
+    )
 
 
 def _cycles(edges: Mapping[str, Iterable[str]]) -> list[list[str]]:

@@ -94,31 +94,35 @@ def test_launches_are_answered_once_per_path_and_attempt(tmp_path: Path) -> None
 
 
 def test_concurrent_launches_run_together_and_a_rejoined_one_calls_once(tmp_path: Path) -> None:
-    calls: list[str] = []
+    answered: list[int] = []
+    seen_answered: list[int] = []
     gate = threading.Event()
 
     def answer(request: Any) -> Any:
-        # No answer until all five calls have arrived: launches that ran one after
-        # another would never get one (and the test would fail at its timeout).
-        calls.append(request.path)
-        if len(calls) == 5:
+        # A streamed answer is held after its first text until the gate opens, and the
+        # gate opens when the fifth call arrives: launches run one after another would
+        # have answered (after the server's 30 s hold) before the next call arrived.
+        seen_answered.append(len(answered))
+        if len(seen_answered) == 5:
             gate.set()
         return completion("ok", gate=gate)
 
     with OpenAIServer(responder=answer) as server:
-        agent = {"type": "openai", "model": "m", "endpoint": server.base_url}
+        agent = {"type": "openai", "model": "m", "endpoint": server.base_url, "stream": True}
         runner = Runner(tmp_path)
         try:
 
             async def fan_out() -> list[httpx.Response]:
-                async with httpx.AsyncClient(timeout=60) as client:
+                async with httpx.AsyncClient(timeout=120) as client:
                     headers = {"Authorization": f"Bearer {runner.token}"}
 
-                    def send(i: int) -> Any:
+                    async def send(i: int) -> httpx.Response:
                         doc = document(f"fan/b{i % 5}/ask", "llm", f"q{i}", agent=agent)
-                        return client.post(
+                        got = await client.post(
                             f"{runner.url}/launch", json={"document": doc}, headers=headers
                         )
+                        answered.append(i)
+                        return got
 
                     # 10 requests for 5 launches: each launch is sent twice, as a restarted
                     # operator re-sends the launches it had in flight
@@ -127,7 +131,8 @@ def test_concurrent_launches_run_together_and_a_rejoined_one_calls_once(tmp_path
             answers = asyncio.run(fan_out())
             assert all(a.status_code == 200 for a in answers)
             assert {json.loads(a.content)["type"] for a in answers} == {"StepSucceeded"}
-            assert len(calls) == 5  # one call per (path, attempt), all five at once
+            assert len(seen_answered) == 5  # one call per (path, attempt)
+            assert seen_answered == [0] * 5  # all five were in flight together
         finally:
             assert runner.stop() == 0
 

@@ -71,7 +71,7 @@ BOMBS = {
         "apiVersion: flujo.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n"
         "  steps:\n    - name: a\n      agent: builtin.echo\n"
         '      input: "{{ ' + "(" * 5000 + "input" + ")" * 5000 + ' }}"\n',
-        "invalid template",
+        "template nested too deeply: more than 32 levels (maxTemplateNesting)",
     ),
 }
 

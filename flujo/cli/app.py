@@ -18,7 +18,18 @@ from collections.abc import Callable
 
 import typer
 
-from flujo.cli import about, cluster, explain, run, scaffold, transcript, ui, validate
+from flujo.cli import (
+    about,
+    approve,
+    cluster,
+    explain,
+    run,
+    runs,
+    scaffold,
+    transcript,
+    ui,
+    validate,
+)
 from flujo.cli.conventions import command_group
 from flujo.cli.run import _json_chunks as _json_chunks  # tests/test_spill.py
 from flujo.cli.runner import register as register_runner
@@ -29,6 +40,8 @@ app = command_group("flujo", "Run AI-agent pipelines embedded, validate them, an
 
 REGISTRATIONS: tuple[Callable[[typer.Typer], None], ...] = (
     run.register,  # flujo run
+    runs.register,  # flujo runs list|show|resume|cancel, flujo resume
+    approve.register,  # flujo approve, flujo reject
     validate.register,  # flujo validate
     cluster.register,  # flujo step-run, flujo crds
     register_runner,  # flujo runner

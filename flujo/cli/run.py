@@ -16,6 +16,7 @@ traceback of unexpected exceptions.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,8 +30,10 @@ from flujo.cli.dry_run import describe_dry_run, dry_run_registry, dry_run_summar
 from flujo.cli.stream import TokenPrinter
 from flujo.cli.transcript import write_transcript
 from flujo.cli.validate import AgentFiles, PipelineFile, PipelineName, load_checked, policy
+from flujo.cli.waiting import report_waiting
 from flujo.engine import Event, RunState, StepFailed, StepSucceeded
 from flujo.runtime import Flujo, RunResult
+from flujo.runtime.store import RunStore, StoreError, open_store
 from flujo.security.policy import PolicyViolation, parse_input
 from flujo.security.redaction import Redactor, install_log_redaction
 from flujo.spec.limits import UsageLimits
@@ -38,6 +41,7 @@ from flujo.spec.limits import UsageLimits
 __all__ = ["register", "run"]
 
 MAX_INPUT_BYTES = 1 << 20
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _read_input(text: str | None, json_text: str | None, file: Path | None) -> Any:
@@ -194,6 +198,20 @@ def run(
             "and say what would have been called.",
         ),
     ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="FLUJO_STORE",
+            help="Journal the run here, so that flujo resume can finish it after a crash "
+            "(default .flujo/runs.db; none: keep the run in memory only).",
+            show_default=False,
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="The run's id in the store (default: a random one)."),
+    ] = None,
 ) -> None:
     """Run a pipeline in this process and print its output."""
     redactor = Redactor()
@@ -205,6 +223,7 @@ def run(
             typer.echo(describe_dry_run(manifest, registry), err=True)
             registry = dry_run_registry(registry, docs.agents)
         data = _read_input(input, input_json, input_file)
+        run_store = _open_store(None if not dry_run else "none", store, run_id)
         try:
             limits = UsageLimits(
                 max_cost_usd=max_cost,
@@ -240,13 +259,17 @@ def run(
                 source=str(file),
                 security_policy=policy(),
                 spill_bytes=spill_bytes,
+                store=run_store,
+                store_meta={"agents": [a.to_data() for a in docs.agents], "source": str(file)},
             )
-            result = runner.run(data)
+            result = runner.run(data, run_id=run_id)
         finally:
             if printer is not None:
                 printer.close()
             obs.close()
     except UsageProblem as exc:
+        fail([str(exc)])
+    except StoreError as exc:
         fail([str(exc)])
     except typer.Exit:
         raise
@@ -267,10 +290,27 @@ def run(
     _print_output(result, as_json, manifest.metadata.name, redactor)
     if dry_run:
         typer.echo(dry_run_summary(result, registry), err=True)
+    if report_waiting(result, store):
+        return
     if not result.success:
         message = redactor.redact(str(result.outcome.message))
         typer.echo(f"error: run {result.status}: {message}", err=True)
         raise typer.Exit(EXIT_FAILED)
+
+
+def _open_store(forced: str | None, target: str | None, run_id: str | None) -> RunStore | None:
+    """The run store of ``--store`` / ``$FLUJO_STORE`` (a dry run keeps none)."""
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise UsageProblem(
+            f"--run-id {run_id!r}: letters, digits, '.', '_' and '-' only, at most 64"
+        )
+    try:
+        run_store = open_store(forced or target)
+    except StoreError as exc:
+        raise UsageProblem(str(exc)) from None
+    if run_store is None and run_id is not None and forced is None:
+        raise UsageProblem("--run-id needs a run store (not --store none)")
+    return run_store
 
 
 def register(app: typer.Typer) -> None:

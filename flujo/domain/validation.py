@@ -4,6 +4,12 @@ the embedded runner and the operator.
 Every check returns problems with a field path (``spec.steps[2].input``), so
 the loader can point at the offending YAML line.  All problems are reported
 at once: an author fixing a file should not discover errors one per run.
+
+Templates are measured before they are parsed (source bytes, then a cheap
+lexical pre-scan; :class:`~flujo.domain.templates.Tally`) against the
+template limits in force; :func:`check_pipeline` does not parse a template
+over them, and leaves reporting it to ``check_pipeline_policy``, which knows
+the namespace's policy and names the field and the policy option.
 """
 
 from __future__ import annotations
@@ -13,12 +19,27 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flujo.domain.templates import TemplateProblem, referenced_steps, undeclared_names
+from flujo.domain.templates import (
+    Tally,
+    TemplateProblem,
+    active_limits,
+    referenced_steps,
+    undeclared_names,
+)
 from flujo.spec.agent import AgentSpec
 from flujo.spec.error_classes import ERROR_CLASSES
 from flujo.spec.pipeline import MAX_DEPTH, BranchSpec, PipelineSpec, StepSpec
 
-__all__ = ["Finding", "check_agents", "check_pipeline", "check_tools", "tool_closure", "walk_steps"]
+__all__ = [
+    "Finding",
+    "check_agents",
+    "check_pipeline",
+    "check_tools",
+    "pipeline_templates",
+    "template_findings",
+    "tool_closure",
+    "walk_steps",
+]
 
 Loc = tuple[Any, ...]
 
@@ -62,6 +83,37 @@ def _templates(step: StepSpec, loc: Loc) -> Iterator[tuple[Any, bool, Loc]]:
         yield step.conditional.condition, True, (*loc, "conditional", "condition")
     if step.map is not None:
         yield step.map.items, True, (*loc, "map", "items")
+    if step.approval is not None:
+        yield step.approval.message, False, (*loc, "approval", "message")
+
+
+def pipeline_templates(spec: PipelineSpec) -> Iterator[tuple[Any, bool, Loc]]:
+    """Every template field of a pipeline: ``(value, is_expression, location)``, in order."""
+    for step, loc, _ in walk_steps(spec.steps):
+        yield from _templates(step, loc)
+
+
+def template_findings(source: Any, expression: bool, at: Loc, steps: set[str]) -> list[Finding]:
+    """What one template field gets wrong: syntax, unknown steps, unknown variables."""
+    try:
+        unknown_steps = referenced_steps(source, expression) - steps
+        unknown_vars = undeclared_names(source, expression)
+    except TemplateProblem as exc:
+        return [Finding(at, f"invalid template: {exc}")]
+    found = [
+        Finding(at, f"template references unknown step {name!r}" + _hint(name, steps))
+        for name in sorted(unknown_steps)
+    ]
+    for name in sorted(unknown_vars):
+        found.append(
+            Finding(
+                at,
+                f"template uses unknown variable {name!r} (known: "
+                "input, previous_step, steps, output, iteration, item, "
+                "index, branch)",
+            )
+        )
+    return found
 
 
 def check_pipeline(spec: PipelineSpec) -> list[Finding]:
@@ -80,7 +132,7 @@ def check_pipeline(spec: PipelineSpec) -> list[Finding]:
             )
         else:
             seen[step.name] = loc
-        if depth >= MAX_DEPTH and step.kind != "agent":
+        if depth >= MAX_DEPTH and step.kind not in ("agent", "approval"):
             found.append(Finding(loc, f"containers nested deeper than {MAX_DEPTH} levels"))
         for branches, where in (
             (step.parallel.branches if step.parallel else [], "parallel"),
@@ -128,29 +180,11 @@ def check_pipeline(spec: PipelineSpec) -> list[Finding]:
                         )
                     )
     names_all = set(seen)
-    for step, loc, _ in steps:
-        for source, expression, at in _templates(step, loc):
-            try:
-                unknown_steps = referenced_steps(source, expression) - names_all
-                unknown_vars = undeclared_names(source, expression)
-            except TemplateProblem as exc:
-                found.append(Finding(at, f"invalid template: {exc}"))
-                continue
-            for name in sorted(unknown_steps):
-                found.append(
-                    Finding(
-                        at, f"template references unknown step {name!r}" + _hint(name, names_all)
-                    )
-                )
-            for name in sorted(unknown_vars):
-                found.append(
-                    Finding(
-                        at,
-                        f"template uses unknown variable {name!r} (known: "
-                        "input, previous_step, steps, output, iteration, item, "
-                        "index, branch)",
-                    )
-                )
+    tally = Tally(active_limits())
+    for source, expression, at in pipeline_templates(spec):
+        _, skip = tally.add(source, expression)
+        if not skip:  # one over the limits is reported by check_pipeline_policy
+            found += template_findings(source, expression, at, names_all)
     return found
 
 

@@ -1,7 +1,9 @@
 """The deterministic run state machine and its data: pure, no I/O, no clock."""
 
-from flujo.engine.commands import CancelStep, Command, FinishRun, LaunchStep, Outcome
+from flujo.engine.commands import AwaitApproval, CancelStep, Command, FinishRun, LaunchStep, Outcome
 from flujo.engine.events import (
+    ApprovalAnswered,
+    ApprovalTimedOut,
     DeadlineReached,
     Event,
     RunCancelled,
@@ -15,6 +17,9 @@ from flujo.engine.machine import advance, describe_breach, new_run
 from flujo.engine.state import Breach, RunState, StepState
 
 __all__ = [
+    "ApprovalAnswered",
+    "ApprovalTimedOut",
+    "AwaitApproval",
     "Breach",
     "CancelStep",
     "Command",

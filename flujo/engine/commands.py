@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flujo.domain.usage import Usage
 
-__all__ = ["CancelStep", "Command", "FinishRun", "LaunchStep", "Outcome"]
+__all__ = ["AwaitApproval", "CancelStep", "Command", "FinishRun", "LaunchStep", "Outcome"]
 
 
 class _Command(BaseModel):
@@ -33,6 +33,25 @@ class LaunchStep(_Command):
     call_index: int = 0
 
 
+class AwaitApproval(_Command):
+    """Ask a person to approve the step at ``path``; the answer comes back as an event.
+
+    ``input`` is what is approved, ``message`` the rendered prompt, ``schema``
+    the JSON Schema an answer's input must satisfy, ``timeout_seconds`` how
+    long to wait before the executor reports ``ApprovalTimedOut``.  While the
+    run waits for nothing else, an executor may stop holding it: nothing runs,
+    nothing is spent.
+    """
+
+    type: Literal["AwaitApproval"] = "AwaitApproval"
+    path: str
+    step: str
+    message: str
+    input: Any = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    timeout_seconds: float | None = None
+
+
 class CancelStep(_Command):
     """Stop the call running for ``path``; its late result will be ignored."""
 
@@ -46,7 +65,9 @@ class Outcome(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    status: Literal["succeeded", "failed", "cancelled"]
+    status: Literal["succeeded", "failed", "cancelled", "awaiting approval"]
+    """``awaiting approval``: the run stopped, not ended (an executor's result, never
+    a ``FinishRun``)."""
     output: Any = None
     reason: str | None = None
     """Machine-readable: None on success, else e.g. ``StepFailed``, ``UsageLimitExceeded``."""
@@ -64,4 +85,6 @@ class FinishRun(_Command):
     outcome: Outcome
 
 
-Command = Annotated[LaunchStep | CancelStep | FinishRun, Field(discriminator="type")]
+Command = Annotated[
+    LaunchStep | AwaitApproval | CancelStep | FinishRun, Field(discriminator="type")
+]

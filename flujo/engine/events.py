@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from flujo.domain.usage import Usage
 
 __all__ = [
+    "ApprovalAnswered",
+    "ApprovalTimedOut",
     "DeadlineReached",
     "Event",
     "RunCancelled",
@@ -85,8 +87,38 @@ class RunCancelled(_Event):
     reason: str = "cancelled by user"
 
 
+class ApprovalAnswered(_Event):
+    """A person answered the approval step at ``path``.
+
+    ``input`` (approve only) becomes the step's output when given; ``reason``
+    says why (a rejection's message); ``by`` is who answered, as the executor
+    knows it (the OS user, the API's field manager).
+    """
+
+    type: Literal["ApprovalAnswered"] = "ApprovalAnswered"
+    path: str
+    approved: bool
+    input: Any = None
+    reason: str | None = None
+    by: str | None = None
+
+
+class ApprovalTimedOut(_Event):
+    """Nobody answered the approval step at ``path`` in time (the executor owns the clock)."""
+
+    type: Literal["ApprovalTimedOut"] = "ApprovalTimedOut"
+    path: str
+
+
 Event = Annotated[
-    RunStarted | StepSucceeded | StepFailed | StepCancelled | DeadlineReached | RunCancelled,
+    RunStarted
+    | StepSucceeded
+    | StepFailed
+    | StepCancelled
+    | DeadlineReached
+    | RunCancelled
+    | ApprovalAnswered
+    | ApprovalTimedOut,
     Field(discriminator="type"),
 ]
 event_adapter: TypeAdapter[Event] = TypeAdapter(Event)

@@ -34,6 +34,8 @@ from typing import Any
 from flujo.domain import errors
 from flujo.engine.commands import Command, FinishRun, Outcome
 from flujo.engine.events import (
+    ApprovalAnswered,
+    ApprovalTimedOut,
     DeadlineReached,
     Event,
     RunCancelled,
@@ -42,7 +44,7 @@ from flujo.engine.events import (
     StepFailed,
     StepSucceeded,
 )
-from flujo.engine.reducers import agent, conditional, fanout, loop
+from flujo.engine.reducers import agent, approval, conditional, fanout, loop
 from flujo.engine.reducers.batch import Batch, Reducers, plan_of
 from flujo.engine.reducers.finish import fail_run
 from flujo.engine.reducers.governor import describe_breach
@@ -61,6 +63,7 @@ REDUCERS = Reducers(
         "conditional": conditional.start,
         "parallel": fanout.start_parallel,
         "map": fanout.start_map,
+        "approval": approval.start,
     },
     # A conditional ends with its branch, and a loop or a conditional fails with its
     # body: no entry (the walk does that).
@@ -157,4 +160,6 @@ _HANDLERS: dict[type, Callable[[Batch, Any], None]] = {
     StepCancelled: agent.step_cancelled,
     DeadlineReached: _apply_deadline,
     RunCancelled: _apply_run_cancelled,
+    ApprovalAnswered: approval.answered,
+    ApprovalTimedOut: approval.timed_out,
 }

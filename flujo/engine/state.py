@@ -99,6 +99,8 @@ class RunState(BaseModel):
     steps: dict[str, StepState] = Field(default_factory=dict)
     running: dict[str, int] = Field(default_factory=dict)
     """Agent steps in flight: path → attempt."""
+    awaiting: dict[str, str] = Field(default_factory=dict)
+    """Approval steps waiting for a person: path → the message they were shown."""
     latest: dict[str, str] = Field(default_factory=dict)
     """Step name → path of its latest successful instance (for ``steps.NAME``)."""
     usage: Usage = Field(default_factory=Usage)

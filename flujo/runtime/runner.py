@@ -26,6 +26,7 @@ from flujo.domain.dsl.step import AgentSink, BaseStep
 from flujo.domain.errors import AgentError
 from flujo.domain.validation import check_agents, check_pipeline, check_tools
 from flujo.engine import (
+    AwaitApproval,
     CancelStep,
     Command,
     DeadlineReached,
@@ -43,6 +44,7 @@ from flujo.engine import (
     new_run,
 )
 from flujo.hooks import call_started, record_advance
+from flujo.runtime.approvals import Approvals, record_answer
 from flujo.runtime.calls import budget_of, call_agent, context_for, crashed, failed, succeeded
 from flujo.runtime.durable import DurableEventLog, StoreOutputs
 from flujo.runtime.results import EventLog, ResultStore, spill_threshold
@@ -126,12 +128,14 @@ class Flujo:
         source: str = "<pipeline>",
         security_policy: SecurityPolicy | None = None,
         spill_bytes: int | None = None,
-        on_token: TokenSink | None = None,
         store: RunStore | None = None,
         store_meta: dict[str, Any] | None = None,
+        on_token: TokenSink | None = None,
     ) -> None:
         sink = AgentSink()
         self.on_token = on_token
+        self.clock: Callable[[], float] = time.time
+        """Wall clock of approval timeouts (tests replace it)."""
         self.store = store
         self.store_meta = dict(store_meta or {})
         self.name = (
@@ -201,6 +205,7 @@ class Flujo:
             "limits": self.usage_limits.to_data() if self.usage_limits is not None else None,
             "seed": self.seed,
             "spillBytes": self.spill_bytes,
+            "agentCaps": self._agent_caps(),
         }
 
     async def run_async(self, input: Any = None, *, run_id: str | None = None) -> RunResult:
@@ -222,6 +227,37 @@ class Flujo:
             await self.registry.aclose()
             if self.store is not None and run_id is not None:
                 self.store.release(run_id)
+
+    def answer(
+        self,
+        run_id: str,
+        *,
+        approved: bool,
+        step: str | None = None,
+        input: Any = None,
+        reason: str | None = None,
+        by: str | None = None,
+    ) -> str:
+        """Record a person's answer to the stored run's approval step; return the step's path.
+
+        ``step`` (a path or a step name) may be left out when the run waits on
+        one step only.  The answer's input must satisfy the step's schema.
+        :meth:`resume` then applies it (a process holding the run does so
+        within a second).
+        """
+        if self.store is None:
+            raise StoreError("answering needs a run store: Flujo(..., store=RunStore(path))")
+        return record_answer(
+            self.store,
+            self.spec,
+            run_id,
+            approved=approved,
+            step=step,
+            input=input,
+            reason=reason,
+            by=by,
+            at=self.clock(),
+        )
 
     async def resume_async(self, run_id: str, *, cancel: str | None = None) -> RunResult:
         """Finish the stored run ``run_id`` (or an unambiguous prefix of it).
@@ -286,6 +322,12 @@ class _Execution:
         self.cancelling: set[asyncio.Task[None]] = set()
         self.agents: dict[str, Agent | AgentError] = {}
         self.outcome: Outcome | None = None
+        self.approvals = Approvals(
+            journal.store if journal is not None else None,
+            journal.run_id if journal is not None else None,
+            flujo.clock,
+            self.results.put_nowait,
+        )
 
     async def run(
         self,
@@ -309,9 +351,14 @@ class _Execution:
         try:
             if replay is None:
                 self._apply(RunStarted(input=input, seed=self.flujo.seed))
+            self.approvals.arm(asyncio.get_running_loop())
+            for event in self.approvals.due(self.state.awaiting):
+                self.results.put_nowait(event)
             while self.outcome is None:
                 if self.ready:
                     self._next_ready()
+                elif self._only_approvals():
+                    break  # nothing runs until a person answers: stop holding the run
                 else:
                     self._flush()
                     self._apply(await self.results.get())
@@ -326,14 +373,33 @@ class _Execution:
                 timer.cancel()
             if self.watcher is not None:
                 self.watcher.cancel()
+            self.approvals.disarm()
             await self._drain()
         self._apply_late_results()
         self._flush(final=True)
         return RunResult(
-            outcome=self.outcome,
+            outcome=self.outcome or self._waiting(),
             state=self.state,
             events=self.events,
             run_id=self.journal.run_id if self.journal is not None else None,
+        )
+
+    def _only_approvals(self) -> bool:
+        st = self.state
+        return (
+            bool(st.awaiting and not st.running and not st.deferred and not self.tasks)
+            and self.results.empty()
+        )
+
+    def _waiting(self) -> Outcome:
+        """The result of a run that stopped for approvals: not an end."""
+        paths = sorted(self.state.awaiting)
+        return Outcome(
+            status="awaiting approval",
+            reason="AwaitingApproval",
+            message="; ".join(f"{p}: {self.state.awaiting[p]}" for p in paths),
+            path=paths[0] if paths else None,
+            usage=self.state.usage,
         )
 
     def _replay(self, entries: Iterable[tuple[Event, str | None]], *, relaunch: bool) -> None:
@@ -344,14 +410,19 @@ class _Execution:
         """
         assert isinstance(self.events, DurableEventLog)
         launches: dict[str, LaunchStep] = {}
+        waits: dict[str, AwaitApproval] = {}
         for event, digest in entries:
             self.events.restore(event, digest)
             self.state, commands = advance(self.state, event)
             for command in commands:
                 if isinstance(command, LaunchStep):
                     launches[command.path] = command
+                elif isinstance(command, AwaitApproval):
+                    waits[command.path] = command
                 elif isinstance(command, FinishRun):
                     self.outcome = command.outcome
+        for path in sorted(self.state.awaiting):
+            self.approvals.wait(waits[path])
         if self.outcome is not None or not relaunch:
             return
         for path, attempt in sorted(self.state.running.items()):
@@ -368,7 +439,7 @@ class _Execution:
         if self.journal is not None:
             status = None
             if final:
-                status = self.outcome.status if self.outcome is not None else "running"
+                status = (self.outcome or self._waiting()).status
             self.journal.flush(self.state, status=status)
 
     def _watch_cancel(self) -> None:
@@ -386,6 +457,11 @@ class _Execution:
             if reason is not None and self.outcome is None:
                 self.results.put_nowait(RunCancelled(reason=reason))
                 return
+            try:
+                for event in self.approvals.due(self.state.awaiting):
+                    self.results.put_nowait(event)
+            except StoreError:
+                pass
             self.watcher = loop.call_later(CANCEL_POLL_SECONDS, check)
 
         self.watcher = loop.call_later(CANCEL_POLL_SECONDS, check)
@@ -453,6 +529,9 @@ class _Execution:
                 task.cancel()
                 self.cancelling.add(task)
                 task.add_done_callback(self.cancelling.discard)
+        elif isinstance(command, AwaitApproval):
+            self.approvals.wait(command)
+            self.approvals.arm(asyncio.get_running_loop())
         elif isinstance(command, FinishRun):
             self.outcome = command.outcome
 

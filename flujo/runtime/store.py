@@ -20,7 +20,10 @@ directory:
   fields ``t`` (``ev`` an event kept whole, ``out`` a ``StepSucceeded`` whose
   output is in ``outputs``), ``p`` path, ``a`` attempt, ``d`` digest and
   ``e`` the event's JSON;
-- ``outputs``: digest → compact JSON text of a large output.
+- ``outputs``: digest → compact JSON text of a large output;
+- ``waits``: approval steps a run waits on, since when (the first time), and
+  the ``AwaitApproval`` request; ``answers``: what people answered, when and
+  who (kept: it is the record of the decision).
 
 **Commits.**  Rows are staged in memory by a :class:`Journal` and committed
 in one transaction whenever the executor is about to wait for anything
@@ -40,6 +43,7 @@ being executed somewhere.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -101,6 +105,14 @@ CREATE TABLE IF NOT EXISTS journal(
   e BLOB NOT NULL, PRIMARY KEY(run, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outputs(digest TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS waits(
+  run TEXT NOT NULL, path TEXT NOT NULL, since REAL NOT NULL, request TEXT NOT NULL,
+  PRIMARY KEY(run, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS answers(
+  run TEXT NOT NULL, path TEXT NOT NULL, at REAL NOT NULL, approved INTEGER NOT NULL,
+  input TEXT, reason TEXT, by TEXT
+);
 """
 
 
@@ -349,6 +361,73 @@ class RunStore:
         with self._errors():
             row = self.db.execute("SELECT cancel FROM runs WHERE id = ?", (run_id,)).fetchone()
         return row[0] if row else None
+
+    # --- approvals --------------------------------------------------------------
+
+    def record_wait(self, run_id: str, request: Mapping[str, Any], since: float) -> float:
+        """Note an approval wait (the first time only); return when it began."""
+        with self._errors():
+            self.db.execute(
+                "INSERT OR IGNORE INTO waits VALUES (?, ?, ?, ?)",
+                (run_id, request["path"], since, json.dumps(request, default=str)),
+            )
+            row = self.db.execute(
+                "SELECT since FROM waits WHERE run = ? AND path = ?", (run_id, request["path"])
+            ).fetchone()
+        return float(row[0])
+
+    def waits(self, run_id: str) -> dict[str, tuple[float, dict[str, Any]]]:
+        """path → (since, request) of every wait the run ever had."""
+        with self._errors():
+            rows = self.db.execute(
+                "SELECT path, since, request FROM waits WHERE run = ?", (run_id,)
+            ).fetchall()
+        return {path: (since, json.loads(request)) for path, since, request in rows}
+
+    def add_answer(
+        self,
+        run_id: str,
+        path: str,
+        *,
+        approved: bool,
+        input: Any = None,
+        reason: str | None = None,
+        by: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        with self._errors():
+            self.db.execute(
+                "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    path,
+                    time.time() if at is None else at,
+                    int(approved),
+                    None if input is None else json.dumps(input),
+                    reason,
+                    by,
+                ),
+            )
+
+    def answers(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        """Every answer given for the run, oldest first."""
+        with self._errors():
+            rows = self.db.execute(
+                "SELECT path, at, approved, input, reason, by FROM answers WHERE run = ? "
+                "ORDER BY at, rowid",
+                (run_id,),
+            ).fetchall()
+        return [
+            {
+                "path": path,
+                "at": at,
+                "approved": bool(approved),
+                "input": None if data is None else json.loads(data),
+                "reason": reason,
+                "by": by,
+            }
+            for path, at, approved, data, reason, by in rows
+        ]
 
     # --- journal ----------------------------------------------------------------
 

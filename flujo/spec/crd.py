@@ -58,9 +58,10 @@ STEP_RULES = [
         "message": "a step has exactly one of: " + ", ".join(STEP_KINDS),
     },
     {
-        "rule": "!has(self.agent) ? !has(self.retry) && !has(self.fallback)"
-        " && !has(self.timeoutSeconds) : true",
-        "message": "retry, fallback and timeoutSeconds apply to agent steps only",
+        "rule": "!has(self.agent) ? !has(self.retry) && !has(self.timeoutSeconds)"
+        " && (!has(self.fallback) || has(self.approval)) : true",
+        "message": "retry and timeoutSeconds apply to agent steps only, fallback to agent "
+        "and approval steps",
     },
 ]
 RUN_RULES = [

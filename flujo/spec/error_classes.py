@@ -25,6 +25,7 @@ __all__ = [
     "LOOP_EXHAUSTED",
     "PERMANENT",
     "RATE_LIMITED",
+    "REJECTED",
     "SCHEMA",
     "TEMPLATE",
     "TIMEOUT",
@@ -61,6 +62,8 @@ USAGE_LIMIT: Final = "usage_limit"
 """The governor stopped the run: a usage limit was exceeded or reached."""
 INTERNAL: Final = "internal"
 """A bug in Flujo itself, reported as a failure instead of a crash."""
+REJECTED: Final = "rejected"
+"""A person rejected an approval step (or its timeout said reject)."""
 
 TRANSIENT_CLASSES: Final = frozenset({TRANSIENT, RATE_LIMITED, TIMEOUT})
 DEFAULT_RETRY_ON: Final = (TRANSIENT, RATE_LIMITED, TIMEOUT)
@@ -80,5 +83,6 @@ ERROR_CLASSES: Final = frozenset(
         LOOP_EXHAUSTED,
         USAGE_LIMIT,
         INTERNAL,
+        REJECTED,
     }
 )

@@ -83,6 +83,48 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
+_C_LOADER_BYTES = 64 << 10
+"""Texts from this size up are parsed by libyaml (when PyYAML has it): the
+pure-Python scanner takes seconds per megabyte, libyaml milliseconds."""
+_CSafeLoader: Any = getattr(yaml, "CSafeLoader", None)
+
+
+def _mark(event: yaml.Event) -> Any:
+    return event.start_mark
+
+
+def _refuse_aliases_and_depth(text: str) -> None:
+    """What :class:`_Loader` refuses (aliases, nesting), checked on libyaml's events."""
+    open_collections = 0
+    for event in yaml.parse(text, Loader=_CSafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "YAML aliases (*name) are not allowed in Flujo manifests",
+                _mark(event),
+            )
+        if isinstance(event, yaml.NodeEvent):
+            if open_collections + 1 > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"YAML nested deeper than {MAX_YAML_DEPTH} levels",
+                    _mark(event),
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_collections += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            open_collections -= 1
+
+
+def _loader(text: str) -> Any:
+    if _CSafeLoader is None or len(text) < _C_LOADER_BYTES:
+        return _Loader(text)
+    _refuse_aliases_and_depth(text)
+    return _CSafeLoader(text)
+
+
 def _lines(node: yaml.Node, loc: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
     out[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -174,7 +216,7 @@ def _yaml_problem(source: str, exc: yaml.YAMLError) -> Problem:
 
 
 def _parse(text: str, source: str) -> Iterator[_Doc]:
-    loader = _Loader(text)
+    loader = _loader(text)
     try:
         index = 0
         while loader.check_node():

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_SEQUENCE",
     "STEP_KINDS",
+    "ApprovalSpec",
     "BranchSpec",
     "ConditionalSpec",
     "LoopSpec",
@@ -53,7 +54,7 @@ MAX_SEQUENCE = 10_000
 MAX_BRANCHES = 64
 """Branches of one parallel or conditional step."""
 
-STEP_KINDS = ("agent", "loop", "conditional", "parallel", "map")
+STEP_KINDS = ("agent", "loop", "conditional", "parallel", "map", "approval")
 CONTAINER_KINDS = ("loop", "conditional", "parallel", "map")
 
 MergeStrategy = Literal["dict", "list", "concat", "merge", "first"]
@@ -159,6 +160,36 @@ class MapSpec(SpecModel):
     )
 
 
+class ApprovalSpec(SpecModel):
+    """Pause the run until a person approves or rejects (``flujo approve``, ``kubectl patch``).
+
+    The step's input (its ``input`` template, else the previous step's output)
+    is what is approved; the answer's input, when given, becomes the step's
+    output, else the step's input does.  A rejection fails the step with error
+    class ``rejected``: its ``fallback`` agent runs if it names one, otherwise
+    the failure takes the path any step failure takes.
+    """
+
+    message: str = Field(
+        "Approve {{ previous_step }}?",
+        max_length=4096,
+        description="Template shown to the person (earlier outputs, input, step in scope).",
+    )
+    input_schema: dict[str, Any] | None = Field(
+        None,
+        alias="schema",
+        description="JSON Schema the answer's input must satisfy (refused otherwise).",
+    )
+    timeout_seconds: float | None = Field(
+        None, gt=0, description="How long to wait for an answer (from when the wait began)."
+    )
+    on_timeout: Literal["reject", "approve", "fail"] = Field(
+        "reject",
+        description="Without an answer in time: reject (the failure path), approve (the "
+        "input goes on) or fail (error class timeout, no fallback).",
+    )
+
+
 class StepSpec(SpecModel):
     """One step: an agent call or a container of further steps."""
 
@@ -179,6 +210,9 @@ class StepSpec(SpecModel):
     conditional: ConditionalSpec | None = Field(None, description="Run one named branch.")
     parallel: ParallelSpec | None = Field(None, description="Run branches concurrently.")
     map: MapSpec | None = Field(None, description="Run a body once per list item.")
+    approval: ApprovalSpec | None = Field(
+        None, description="Wait for a person to approve or reject."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -203,7 +237,14 @@ class StepSpec(SpecModel):
                 f"step {self.name!r} must have exactly one of {', '.join(STEP_KINDS)}; "
                 f"found {found}"
             )
-        if kinds[0] != "agent" and (self.retry or self.fallback or self.timeout_seconds):
+        if kinds[0] == "approval" and (self.retry or self.timeout_seconds):
+            raise ValueError(
+                f"step {self.name!r}: an approval step has no retry or timeoutSeconds "
+                "(its wait has approval.timeoutSeconds)"
+            )
+        if kinds[0] not in ("agent", "approval") and (
+            self.retry or self.fallback or self.timeout_seconds
+        ):
             raise ValueError(
                 f"step {self.name!r}: retry, fallback and timeoutSeconds apply to agent steps only"
             )
@@ -253,4 +294,5 @@ LoopSpec.model_rebuild()
 ConditionalSpec.model_rebuild()
 ParallelSpec.model_rebuild()
 MapSpec.model_rebuild()
+ApprovalSpec.model_rebuild()
 StepSpec.model_rebuild()

@@ -15,13 +15,26 @@ from flujo.spec.base import ObjectMeta, SpecModel
 from flujo.spec.limits import UsageLimits
 from flujo.spec.pipeline import PipelineSpec
 
-__all__ = ["PipelineRef", "PipelineRunManifest", "PipelineRunSpec"]
+__all__ = ["ApprovalDecision", "PipelineRef", "PipelineRunManifest", "PipelineRunSpec"]
 
 
 class PipelineRef(SpecModel):
     """A Pipeline in the run's namespace."""
 
     name: str = Field(description="Name of the Pipeline.")
+
+
+class ApprovalDecision(SpecModel):
+    """A person's answer to an approval step the run waits on (``kubectl flujo approve``).
+
+    Added to ``spec.approvals`` with ``kubectl patch``; the operator applies each
+    once, to a step that waits, and records who made it (the field manager).
+    """
+
+    step: str = Field(description="The approval step: its name, or its path.")
+    decision: Literal["approve", "reject"] = Field(description="approve or reject.")
+    input: Any = Field(None, description="approve: the answer's input (the step's output).")
+    reason: str | None = Field(None, max_length=1000, description="reject: why.")
 
 
 class PipelineRunSpec(SpecModel):
@@ -35,6 +48,11 @@ class PipelineRunSpec(SpecModel):
     )
     timeout_seconds: float | None = Field(None, gt=0, description="Run deadline in seconds.")
     seed: int = Field(0, description="Seed for retry jitter.")
+    approvals: list[ApprovalDecision] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Answers to the run's approval steps, added while it waits.",
+    )
     executor: Literal["runner", "pod"] | None = Field(
         None,
         description=(

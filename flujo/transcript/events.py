@@ -19,6 +19,8 @@ from typing import Any
 
 from flujo.domain import errors
 from flujo.engine import (
+    ApprovalAnswered,
+    ApprovalTimedOut,
     CancelStep,
     Command,
     DeadlineReached,
@@ -191,6 +193,16 @@ class EventRenderer:
             return [tag, _detail("reason", preview(event.reason))]
         if isinstance(event, DeadlineReached):
             return [tag]
+        if isinstance(event, ApprovalAnswered):
+            verdict = "approved" if event.approved else "rejected"
+            lines = [f"{tag} {event.path} {verdict}" + (f" by {event.by}" if event.by else "")]
+            if event.reason:
+                lines.append(_detail("reason", preview(event.reason)))
+            if event.input is not None:
+                lines.append(_detail("input", preview(event.input)))
+            return lines
+        if isinstance(event, ApprovalTimedOut):
+            return [f"{tag} {event.path}"]
         return [tag]  # pragma: no cover - every event type is handled above
 
     # --- what changed ------------------------------------------------------
@@ -224,6 +236,8 @@ class EventRenderer:
                         f"(try {s.tries_on_agent} of {limit} on {s.agent})",
                     )
                 )
+        if s.kind == "approval" and s.fallback_used and not old.fallback_used:
+            add(_line("fallback", f"{s.path}: {s.message}; calling {s.agent}"))
         if s.kind == "loop" and spec is not None and spec.loop is not None:
             exit_when = spec.loop.exit_when
             cond = f"exitWhen `{exit_when}`" if exit_when else "no exitWhen"
@@ -309,6 +323,8 @@ class EventRenderer:
             return (
                 f" ({len(ok)} of {len(s.scopes)} {'branches' if s.kind == 'parallel' else 'items'})"
             )
+        if s.fallback_used and s.kind == "approval":
+            return f" (rejected; fallback {s.agent})"
         if s.fallback_used:
             return f" (on fallback {s.agent})"
         return ""
@@ -324,6 +340,13 @@ class EventRenderer:
             return [_line("start", f"{s.path} (agent {agent})")]
         if s.kind == "loop":
             return [_line("loop", f"{s.path}: iteration 1 started")]
+        if s.kind == "approval":
+            if s.phase != "running":
+                return [_line("start", f"{s.path} (approval)")]
+            return [
+                _line("await", f"{s.path}: {self.state.awaiting.get(s.path, '')}"),
+                _detail("input", preview(s.input)),
+            ]
         if s.kind == "conditional":
             assert spec is not None and spec.conditional is not None
             if s.branch is None:

@@ -70,6 +70,8 @@ def _step_row(s: StepState) -> str:
         parts.append(f"items={len(s.items) if s.items is not None else 0}")
     elif s.kind == "parallel":
         parts.append(f"branches={len(s.scopes)}")
+    elif s.kind == "approval" and s.agent:
+        parts.append(f"fallback {s.agent} attempts={s.attempt} usage {usage_text(s.usage)}")
     if s.error_class and s.phase == "failed":
         parts.append(f"error={s.error_class}")
     return " ".join(parts)

@@ -17,7 +17,7 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from flujo.agents.registry import AgentRegistry
 from flujo.domain.validation import walk_steps
 from flujo.runtime.runner import Flujo, RunResult
+from flujo.runtime.store import RunStore
 from flujo.spec.agent import AgentManifest
 from flujo.spec.base import NAME_PATTERN, SpecModel
 from flujo.spec.limits import UsageLimits
@@ -33,6 +34,7 @@ from flujo.spec.pipeline import PipelineManifest
 from flujo.transcript.render import transcript_of
 
 __all__ = [
+    "Answer",
     "Comparison",
     "Expectation",
     "Scenario",
@@ -53,6 +55,18 @@ class Expectation(SpecModel):
     error_class: str | None = Field(None, description="Outcome error class.")
 
 
+class Answer(SpecModel):
+    """What a person does when the run waits for an approval (in order)."""
+
+    decision: Literal["approve", "reject", "timeout"] = Field(
+        description="approve, reject, or let the wait time out."
+    )
+    step: str | None = Field(None, description="The approval step, if the run waits on several.")
+    input: Any = Field(None, description="approve: the answer's input.")
+    reason: str | None = Field(None, description="reject: why.")
+    by: str | None = Field(None, description="Who answers.")
+
+
 class Scenario(SpecModel):
     """One run whose transcript is pinned by a golden file."""
 
@@ -71,6 +85,10 @@ class Scenario(SpecModel):
         description="Agents replacing the pipeline's agents of the same name.",
     )
     expect: Expectation = Field(description="The outcome the run must have.")
+    answers: list[Answer] = Field(
+        default_factory=list,
+        description="Answers to the run's approval steps, given in order while it waits.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Scenario:
@@ -144,14 +162,34 @@ def run_scenario(scenario: Scenario, base: str | Path) -> tuple[PipelineManifest
     registry = AgentRegistry(clock=lambda: "")
     for agent in [*agents, *scenario.agents]:
         registry.register_manifest(agent, source=scenario.name)
+    store = RunStore(":memory:") if scenario.answers else None
     runner = Flujo(
         manifest,
         agent_registry=registry,
         usage_limits=scenario.limits,
         seed=scenario.seed,
         source=scenario.name,
+        store=store,
     )
-    return manifest, runner.run(scenario.input)
+    now = [0.0]
+    runner.clock = lambda: now[0]  # approval timeouts pass when the scenario says so
+    result = runner.run(scenario.input, run_id=scenario.name if store else None)
+    for answer in scenario.answers:
+        if result.status != "awaiting approval":
+            raise SpecError([Problem(scenario.name, f"an answer ({answer.decision}) to no wait")])
+        if answer.decision == "timeout":
+            now[0] += 10.0**9
+        else:
+            runner.answer(
+                scenario.name,
+                approved=answer.decision == "approve",
+                step=answer.step,
+                input=answer.input,
+                reason=answer.reason,
+                by=answer.by,
+            )
+        result = runner.resume(scenario.name)
+    return manifest, result
 
 
 def _unmet(scenario: Scenario, result: RunResult) -> list[str]:

@@ -70,6 +70,16 @@ def _outline(steps: list[StepSpec], depth: int, rows: list[tuple[str, str]]) -> 
                 text += f" batchSize={mp.batch_size}"
             rows.append((label, text))
             _outline(mp.steps, depth + 1, rows)
+        elif step.approval is not None:
+            ap = step.approval
+            text = "approval"
+            if ap.timeout_seconds is not None:
+                text += f" timeout {seconds_text(ap.timeout_seconds)} onTimeout={ap.on_timeout}"
+            if ap.input_schema is not None:
+                text += " with schema"
+            if step.fallback:
+                text += f", fallback {step.fallback}"
+            rows.append((label, text))
         else:
             text = f"agent {step.agent}"
             if step.fallback:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flujo.domain.dsl.approval import ApprovalStep
 from flujo.domain.dsl.base import AgentRef, AgentSink, BaseStep, agent_ref
 from flujo.spec.pipeline import RetrySpec, StepSpec
 
@@ -43,6 +44,11 @@ class Step(BaseStep):
         self.timeout = timeout
         self.fallback = fallback
         self.description = description
+
+    @staticmethod
+    def approval(name: str, **kwargs: Any) -> ApprovalStep:
+        """A step that waits for a person: see :class:`~flujo.domain.dsl.approval.ApprovalStep`."""
+        return ApprovalStep(name, **kwargs)
 
     @classmethod
     def from_callable(cls, fn: Any, name: str | None = None, **kwargs: Any) -> Step:

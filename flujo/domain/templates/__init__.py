@@ -36,6 +36,14 @@ Loops, ``{{ … }}`` outputs and ``~`` concatenations are metered by rewriting
 the template's syntax tree before code generation (a custom
 ``code_generator_class``), so no template construct bypasses the count.
 
+**Bounded compiling.**  Before Jinja parses a source it is measured
+(:mod:`~flujo.domain.templates.scan`): its UTF-8 length, then a linear
+lexical pre-scan of tokens and nesting, against the
+:class:`TemplateLimits` in force (a security policy's, per namespace; see
+:func:`use_limits`); parsing and compiling run under a deadline, and so
+does rendering — the one bound that reads a clock, a backstop behind the
+counted ones.
+
 **One-line failures.**  Every problem — syntax, sandbox violation, budget,
 undefined name — is a :class:`TemplateProblem` whose message is one line,
 quoting at most the start of the template.
@@ -50,6 +58,7 @@ The package's rooms, lowest first: :mod:`~flujo.domain.templates.limits`
 (pre-checks of operations that allocate far more than their inputs),
 :mod:`~flujo.domain.templates.problems` (:class:`TemplateProblem`),
 :mod:`~flujo.domain.templates.sandbox` (the environment),
+:mod:`~flujo.domain.templates.scan` (a source's size, before parsing),
 :mod:`~flujo.domain.templates.render` (rendering and evaluating) and
 :mod:`~flujo.domain.templates.analysis` (what a template reads, for validation).
 """
@@ -63,6 +72,7 @@ from flujo.domain.templates.analysis import (
     undeclared_names,
 )
 from flujo.domain.templates.limits import (
+    DEFAULT_LIMITS,
     MAX_CALL_DEPTH,
     MAX_FORMAT_WIDTH,
     MAX_INT_BITS,
@@ -71,13 +81,18 @@ from flujo.domain.templates.limits import (
     MAX_RENDERED,
     MAX_WORK_CHARS,
     TemplateLimitExceeded,
+    TemplateLimits,
+    active_limits,
+    use_limits,
 )
 from flujo.domain.templates.problems import TemplateProblem
 from flujo.domain.templates.render import evaluate, render_value
 from flujo.domain.templates.sandbox import env, is_template
+from flujo.domain.templates.scan import Tally, TemplateSize, check_size, measure, size_problem
 
 __all__ = [
     "CONTEXT_NAMES",
+    "DEFAULT_LIMITS",
     "MAX_CALL_DEPTH",
     "MAX_FORMAT_WIDTH",
     "MAX_INT_BITS",
@@ -85,14 +100,22 @@ __all__ = [
     "MAX_RANGE",
     "MAX_RENDERED",
     "MAX_WORK_CHARS",
+    "Tally",
     "TemplateLimitExceeded",
+    "TemplateLimits",
     "TemplateProblem",
+    "TemplateSize",
+    "active_limits",
+    "check_size",
     "evaluate",
     "is_template",
+    "measure",
     "private_attributes",
     "referenced_steps",
     "render_value",
+    "size_problem",
     "undeclared_names",
+    "use_limits",
 ]
 
 _env = env

@@ -3,18 +3,25 @@
 The step names it refers to (:func:`referenced_steps`), the names it reads
 that no step context provides (:func:`undeclared_names`) and the private
 attributes it tries (:func:`private_attributes`): each parses the template
-in the sandbox's environment and walks its syntax tree.
+in the sandbox's environment and walks its syntax tree.  A source over the
+limits in force is refused before it is parsed
+(:mod:`~flujo.domain.templates.scan`), parsing runs under the compile
+deadline, and the last few syntax trees are kept, so the three questions
+asked of one template parse it once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import TemplateError, meta, nodes
 
+from flujo.domain.templates.limits import compile_scope
 from flujo.domain.templates.problems import TemplateProblem, one_line
-from flujo.domain.templates.sandbox import FORBIDDEN_NAMES, env, is_template
+from flujo.domain.templates.sandbox import FORBIDDEN_NAMES, env
+from flujo.domain.templates.scan import check_size, template_sources
 
 __all__ = ["CONTEXT_NAMES", "private_attributes", "referenced_steps", "undeclared_names"]
 
@@ -24,30 +31,22 @@ CONTEXT_NAMES = frozenset(
 """Names a template may use; see docs/architecture.md."""
 
 
+@lru_cache(maxsize=4)
+def _parse_text(text: str) -> nodes.Template:
+    # Callers only read the trees (find_all, meta), so sharing them is safe.
+    with compile_scope():
+        return env.parse(text)
+
+
 def _parse(source: str, expression: bool) -> nodes.Template:
-    text = "{{ " + source + " }}" if expression else source
-    return env.parse(text)
-
-
-def _walk_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        if is_template(value):
-            yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _walk_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _walk_strings(v)
+    check_size(source, expression)
+    return _parse_text("{{ " + source + " }}" if expression else source)
 
 
 def _asts(value: Any, expression: bool) -> Iterator[nodes.Template]:
     try:
-        if expression:
-            yield _parse(str(value), True)
-        else:
-            for text in _walk_strings(value):
-                yield _parse(text, False)
+        for source in template_sources(value, expression):
+            yield _parse(source, expression)
     except (TemplateError, RecursionError, MemoryError) as exc:
         raise TemplateProblem(one_line(exc)) from None
 

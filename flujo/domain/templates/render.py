@@ -5,7 +5,10 @@ value (a dict stays a dict); any other template string renders to text; an
 expression (``'ok' in output``) evaluates to a native value, which must be
 data.  One budget counts the work of a whole value.  Compiled templates are
 memoised by their source text: rendering is pure, so the cache only saves
-work.
+work.  Before a source is compiled it is measured
+(:mod:`~flujo.domain.templates.scan`) against the limits in force, and
+compiled under their deadline; a cached template is checked again against
+the limits in force when it is reused (they may be another namespace's).
 """
 
 from __future__ import annotations
@@ -18,23 +21,42 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.runtime import Undefined
 
-from flujo.domain.templates.limits import MAX_RENDERED, budget_scope
+from flujo.domain.templates.limits import MAX_RENDERED, budget_scope, compile_scope
 from flujo.domain.templates.problems import TemplateProblem, one_line, quote
 from flujo.domain.templates.sandbox import env, is_template
+from flujo.domain.templates.scan import TemplateSize, check_size, size_problem
 
 __all__ = ["evaluate", "render_value"]
 
 _MAX_CACHED = 4096
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.DOTALL)
 
-_expr_cache: dict[str, Callable[..., Any]] = {}
-_tmpl_cache: dict[str, Any] = {}
+_expr_cache: dict[str, tuple[Callable[..., Any], TemplateSize]] = {}
+_tmpl_cache: dict[str, tuple[Any, TemplateSize]] = {}
 
 
 def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
     if len(cache) >= _MAX_CACHED:
         cache.clear()
     cache[key] = value
+
+
+def _compile(source: str, expression: bool, build: Callable[[], Any]) -> tuple[Any, TemplateSize]:
+    """``build()`` of a source measured first and compiled under the compile deadline."""
+    size = check_size(source, expression)
+    kind = "expression" if expression else "template"
+    try:
+        with compile_scope():
+            return build(), size
+    except (TemplateError, RecursionError, MemoryError) as exc:
+        raise TemplateProblem(f"invalid {kind} {quote(source)}: {one_line(exc)}") from None
+
+
+def _reused(entry: tuple[Any, TemplateSize]) -> Any:
+    problem = size_problem(entry[1])
+    if problem is not None:
+        raise TemplateProblem(problem)
+    return entry[0]
 
 
 def _check_result(value: Any, expression: str) -> Any:
@@ -67,15 +89,15 @@ def _check_result(value: Any, expression: str) -> Any:
 
 def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """Evaluate a bare Jinja expression (``'ok' in output``) to a native value."""
-    fn = _expr_cache.get(expression)
-    if fn is None:
-        try:
-            fn = env.compile_expression(expression, undefined_to_none=False)
-        except (TemplateError, RecursionError, MemoryError) as exc:
-            raise TemplateProblem(
-                f"invalid expression {quote(expression)}: {one_line(exc)}"
-            ) from None
-        _remember(_expr_cache, expression, fn)
+    entry = _expr_cache.get(expression)
+    if entry is None:
+        entry = _compile(
+            expression,
+            True,
+            lambda: env.compile_expression(expression, undefined_to_none=False),
+        )
+        _remember(_expr_cache, expression, entry)
+    fn = _reused(entry)
     with budget_scope():
         try:
             value = fn(**context)
@@ -90,13 +112,11 @@ def _render_text(text: str, context: Mapping[str, Any]) -> Any:
     single = _SINGLE_EXPR.match(text)
     if single is not None and "{%" not in text:
         return evaluate(single.group("expr").strip(), context)
-    tmpl = _tmpl_cache.get(text)
-    if tmpl is None:
-        try:
-            tmpl = env.from_string(text)
-        except (TemplateError, RecursionError, MemoryError) as exc:
-            raise TemplateProblem(f"invalid template {quote(text)}: {one_line(exc)}") from None
-        _remember(_tmpl_cache, text, tmpl)
+    entry = _tmpl_cache.get(text)
+    if entry is None:
+        entry = _compile(text, False, lambda: env.from_string(text))
+        _remember(_tmpl_cache, text, entry)
+    tmpl = _reused(entry)
     with budget_scope():
         try:
             out: str = tmpl.render(**context)

@@ -19,6 +19,7 @@ from typing import Any, cast
 from jinja2 import StrictUndefined, nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import TemplateSyntaxError
+from jinja2.lexer import Token, TokenStream
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
@@ -36,6 +37,7 @@ from flujo.domain.templates.limits import (
     MAX_INT_BITS,
     MAX_RANGE,
     TemplateLimitExceeded,
+    compile_tick,
     current_budget,
     size,
 )
@@ -92,6 +94,12 @@ _INTERNAL_FILTERS: dict[str, Callable[..., Any]] = {
 }
 
 
+def _timed(tokens: Iterator[Token]) -> Iterator[Token]:
+    for token in tokens:
+        compile_tick()
+        yield token
+
+
 def _capped_range(*args: int) -> range:
     rng = range(*args)
     if len(rng) > MAX_RANGE:
@@ -129,6 +137,10 @@ class _Meter(NodeTransformer):
 
 
 class _MeteringCodeGenerator(CodeGenerator):
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        compile_tick()  # the compile deadline, every few hundred nodes
+        return super().visit(node, *args, **kwargs)
+
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
         tree = _Meter().visit(node)
         tree.set_environment(self.environment)
@@ -140,6 +152,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     code_generator_class = _MeteringCodeGenerator
     intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+    def _tokenize(
+        self, source: str, name: str | None, filename: str | None = None, state: str | None = None
+    ) -> TokenStream:
+        """The lexer's tokens, under the compile deadline (the parser pulls them one by one)."""
+        stream = super()._tokenize(source, name, filename, state)
+        return TokenStream(_timed(stream), name, filename)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         budget = current_budget()

@@ -13,5 +13,7 @@ dispatcher):
 - ``scope``: the template variables visible at a step path, and evaluating an
   expression there;
 - ``agent``, ``loop``, ``conditional``, ``fanout`` (parallel and map): what each
-  step kind does when it starts and when a body inside it ends.
+  step kind does when it starts and when a body inside it ends;
+- ``approval``: waiting for a person, and the answer or the timeout (it
+  launches a rejected step's fallback through ``agent``).
 """

@@ -19,9 +19,17 @@ from flujo.engine.reducers.walk import node_done, node_failed
 from flujo.engine.state import Breach, DeferredLaunch, StepState
 from flujo.spec.pipeline import RetrySpec, StepSpec
 
-__all__ = ["resume_deferred", "start", "step_cancelled", "step_failed", "step_succeeded"]
+__all__ = [
+    "launch",
+    "resume_deferred",
+    "start",
+    "step_cancelled",
+    "step_failed",
+    "step_succeeded",
+]
 
 _NO_RETRY = RetrySpec(max_attempts=1)
+_CALLERS = frozenset({"agent", "approval"})
 
 
 def start(b: Batch, s: StepState, spec: StepSpec, data: Any) -> None:
@@ -32,6 +40,11 @@ def start(b: Batch, s: StepState, spec: StepSpec, data: Any) -> None:
             node_failed(b, s, errors.TEMPLATE, str(exc), s.path)
             return
     _launch(b, s, spec.agent or "", 0.0, spec)
+
+
+def launch(b: Batch, s: StepState, agent: str, delay: float, spec: StepSpec) -> None:
+    """Call ``agent`` for step ``s`` (after ``delay``), unless the governor refuses."""
+    _launch(b, s, agent, delay, spec)
 
 
 def _launch(b: Batch, s: StepState, agent: str, delay: float, spec: StepSpec) -> None:
@@ -97,7 +110,8 @@ def _settle(b: Batch, path: str, attempt: int, usage: Usage) -> StepState | None
     """Count an attempt's usage once; return the step if the event is not a duplicate."""
     st = b.state
     s = st.steps.get(path)
-    if s is None or s.kind != "agent" or attempt > s.attempt or attempt <= s.settled:
+    # An approval step calls an agent too: its fallback, after a rejection.
+    if s is None or s.kind not in _CALLERS or attempt > s.attempt or attempt <= s.settled:
         st.ignored_events += 1
         return None
     s.settled = attempt

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flujo.engine.commands import CancelStep, Command, FinishRun, LaunchStep
+from flujo.engine.commands import AwaitApproval, CancelStep, Command, FinishRun, LaunchStep
 from flujo.engine.plan import Plan
 from flujo.engine.state import RunState, StepState
 from flujo.spec.pipeline import StepSpec
@@ -52,7 +52,7 @@ def plan_of(state: RunState) -> Plan:
 class Batch:
     """Commands produced by one ``advance`` call, before ordering."""
 
-    __slots__ = ("cancels", "finish", "launches", "plan", "reducers", "state")
+    __slots__ = ("approvals", "cancels", "finish", "launches", "plan", "reducers", "state")
 
     def __init__(self, state: RunState, reducers: Reducers) -> None:
         self.state = state
@@ -60,11 +60,13 @@ class Batch:
         self.reducers = reducers
         self.cancels: dict[str, CancelStep] = {}
         self.launches: dict[str, LaunchStep] = {}
+        self.approvals: dict[str, AwaitApproval] = {}
         self.finish: FinishRun | None = None
 
     def commands(self) -> list[Command]:
         out: list[Command] = [self.cancels[p] for p in sorted(self.cancels)]
         out.extend(self.launches[p] for p in sorted(self.launches))
+        out.extend(self.approvals[p] for p in sorted(self.approvals))
         if self.finish is not None:
             out.append(self.finish)
         return out

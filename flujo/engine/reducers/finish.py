@@ -7,7 +7,7 @@ from typing import Any
 from flujo.engine.commands import CancelStep, FinishRun, Outcome
 from flujo.engine.reducers.batch import Batch
 
-__all__ = ["cancel", "cancel_under", "fail_run", "succeed_run"]
+__all__ = ["cancel", "cancel_under", "fail_run", "succeed_run", "withdraw_approval"]
 
 
 def cancel_under(b: Batch, prefix: str, reason: str) -> None:
@@ -16,6 +16,8 @@ def cancel_under(b: Batch, prefix: str, reason: str) -> None:
     st.deferred = [d for d in st.deferred if not d.path.startswith(marker)]
     for path in [p for p in st.running if p.startswith(marker)]:
         cancel(b, path, reason)
+    for path in [p for p in st.awaiting if p.startswith(marker)]:
+        withdraw_approval(b, path)
     for s in st.steps.values():
         if s.phase == "running" and s.path.startswith(marker):
             s.phase = "cancelled"
@@ -35,6 +37,13 @@ def cancel(b: Batch, path: str, reason: str) -> None:
         st.agent_calls[withdrawn.agent] -= 1
     else:
         b.cancels[path] = CancelStep.model_construct(type="CancelStep", path=path, reason=reason)
+
+
+def withdraw_approval(b: Batch, path: str) -> None:
+    """Nobody need answer any more (the run or its scope stopped): no command, no answer."""
+    b.state.awaiting.pop(path, None)
+    b.approvals.pop(path, None)
+    b.state.steps[path].phase = "cancelled"
 
 
 def succeed_run(b: Batch, output: Any) -> None:
@@ -58,6 +67,8 @@ def fail_run(
     st.deferred.clear()
     for running in sorted(st.running):
         cancel(b, running, f"run stopped: {reason}")
+    for path in sorted(st.awaiting):
+        withdraw_approval(b, path)
     for s in st.steps.values():
         if s.phase == "running":
             s.phase = "cancelled"

@@ -44,6 +44,7 @@ from flujo.security.audit.observer import AgentDescription, AuditObserver
 from flujo.security.audit.records import (
     AUDIT_SCHEMA_VERSION,
     AgentCall,
+    ApprovalDecided,
     AuditEvent,
     CircuitTransition,
     ConfigChanged,
@@ -60,6 +61,7 @@ __all__ = [
     "AUDIT_SCHEMA_VERSION",
     "AgentCall",
     "AgentDescription",
+    "ApprovalDecided",
     "AuditEvent",
     "AuditLog",
     "AuditObserver",

@@ -15,7 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from flujo.security.audit.records import CircuitTransition, ConfigChanged, PolicyDenied, _Audit
+from flujo.security.audit.records import (
+    ApprovalDecided,
+    CircuitTransition,
+    ConfigChanged,
+    PolicyDenied,
+    _Audit,
+)
 from flujo.security.audit.sinks import AuditSink, FileSink, StreamSink
 from flujo.security.redaction import Redactor
 
@@ -146,6 +152,31 @@ class AuditLog:
                     "to": new,
                     "failures": failures,
                 }
+            )
+        )
+
+    def approval_decided(
+        self,
+        run: str,
+        step: str,
+        decision: Literal["approve", "reject"],
+        *,
+        namespace: str | None = None,
+        reason: str | None = None,
+        field_manager: str | None = None,
+        uid: str | None = None,
+    ) -> str:
+        """A person's answer to an approval step, with who the API says made it."""
+        return self.emit(
+            ApprovalDecided(
+                time=self.now(),
+                run=run,
+                step=step,
+                decision=decision,
+                namespace=namespace,
+                reason=reason,
+                field_manager=field_manager,
+                uid=uid,
             )
         )
 

@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "AUDIT_SCHEMA_VERSION",
     "AgentCall",
+    "ApprovalDecided",
     "AuditEvent",
     "CircuitTransition",
     "ConfigChanged",
@@ -143,6 +144,21 @@ class PolicyDenied(_Audit):
     reason: str = Field(description="The policy's one-line message.")
 
 
+class ApprovalDecided(_Audit):
+    """A person approved or rejected an approval step of a run."""
+
+    event: Literal["approval.decided"] = "approval.decided"
+    run: str = Field(description="The run (PipelineRun name, or embedded run id).")
+    namespace: str | None = Field(None, description="Namespace.")
+    step: str = Field(description="The approval step's path.")
+    decision: Literal["approve", "reject"] = Field(description="What was decided.")
+    reason: str | None = Field(None, description="A rejection's reason.")
+    field_manager: str | None = Field(
+        None, description="Who, as the API recorded it: the patch's field manager."
+    )
+    uid: str | None = Field(None, description="The run's metadata.uid.")
+
+
 AuditEvent = Annotated[
     RunStartedAudit
     | AgentCall
@@ -150,7 +166,8 @@ AuditEvent = Annotated[
     | RunFinished
     | ConfigChanged
     | CircuitTransition
-    | PolicyDenied,
+    | PolicyDenied
+    | ApprovalDecided,
     Field(discriminator="event"),
 ]
 audit_event_adapter: TypeAdapter[AuditEvent] = TypeAdapter(AuditEvent)

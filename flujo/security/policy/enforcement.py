@@ -2,7 +2,8 @@
 
 :func:`use_policy` makes a policy active for a context (and the tasks it
 creates); :mod:`flujo.agents.transport` checks endpoints against
-:func:`active_policy` when it builds a remote agent.  :class:`OutputGuard`
+:func:`active_policy` when it builds a remote agent, and templates are
+compiled and rendered under its template limits.  :class:`OutputGuard`
 wraps an agent so outputs over ``maxOutputBytes`` fail the call.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from flujo.domain.agent import Agent, AgentContext, AgentOutput
 from flujo.domain.errors import PERMANENT, AgentError
+from flujo.domain.templates import use_limits
 from flujo.security.policy.data import check_output
 from flujo.security.policy.model import SecurityPolicy
 
@@ -36,11 +38,13 @@ def use_policy(policy: SecurityPolicy | None) -> Iterator[SecurityPolicy | None]
     A context variable rather than a parameter threaded through the registry:
     asyncio copies it into every task a run creates, and concurrent runs
     with different policies (the operator's namespaces) never see each
-    other's.
+    other's.  The policy's template limits (:meth:`SecurityPolicy.template_limits`)
+    are made the ones templates are compiled and rendered under, likewise.
     """
     token = _active.set(policy)
     try:
-        yield policy
+        with use_limits(policy.template_limits() if policy is not None else None):
+            yield policy
     finally:
         _active.reset(token)
 

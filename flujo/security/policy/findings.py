@@ -2,8 +2,8 @@
 
 :func:`agent_policy_findings` and :func:`check_agent_policy` for one agent
 (type, endpoint, retries, credential files); :func:`check_pipeline_policy`
-for a pipeline (loop, parallel and map bounds, retries, templates reading
-private attributes, and each agent it references).
+for a pipeline (loop, parallel and map bounds, retries, templates over the
+template limits or reading private attributes, and each agent it references).
 """
 
 from __future__ import annotations
@@ -13,8 +13,21 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from flujo.domain.templates import TemplateProblem, private_attributes
-from flujo.domain.validation import Finding, Loc, agent_references, tool_closure, walk_steps
+from flujo.domain.templates import (
+    Tally,
+    TemplateProblem,
+    active_limits,
+    private_attributes,
+    use_limits,
+)
+from flujo.domain.validation import (
+    Finding,
+    Loc,
+    agent_references,
+    template_findings,
+    tool_closure,
+    walk_steps,
+)
 from flujo.security.policy.endpoints import endpoint_problems
 from flujo.security.policy.model import SecurityPolicy
 from flujo.spec.agent import AgentSpec, CredentialSpec
@@ -117,6 +130,8 @@ def _step_templates(step: StepSpec, loc: Loc) -> Iterator[tuple[Any, bool, Loc]]
         yield step.conditional.condition, True, (*loc, "conditional", "condition")
     if step.map is not None:
         yield step.map.items, True, (*loc, "map", "items")
+    if step.approval is not None:
+        yield step.approval.message, False, (*loc, "approval", "message")
 
 
 def _over(value: int, cap: int, field: str) -> str:
@@ -137,6 +152,12 @@ def check_pipeline_policy(
     agents a step's model may call as tools are checked at that step too.
     """
     found: list[Finding] = []
+    # check_pipeline measured the templates against the limits in force here and
+    # skipped those over them; this policy's limits may be wider or narrower.
+    skipped_by_validation = Tally(active_limits())
+    limits = policy.template_limits()
+    tally = Tally(limits)
+    step_names = {step.name for step, _, _ in walk_steps(spec.steps)}
     for step, loc, _ in walk_steps(spec.steps):
         if step.loop is not None and step.loop.max_iterations > policy.max_loop_iterations:
             found.append(
@@ -170,10 +191,19 @@ def check_pipeline_policy(
                 )
             )
         for source, expression, at in _step_templates(step, loc):
-            try:
-                private = private_attributes(source, expression)
-            except TemplateProblem:
-                continue  # reported by check_pipeline
+            unchecked = skipped_by_validation.add(source, expression)[1]
+            problem, skip = tally.add(source, expression)
+            if problem is not None:
+                found.append(Finding(at, problem))
+            if skip:
+                continue
+            with use_limits(limits):
+                if unchecked:  # within this policy's limits: check it as check_pipeline would
+                    found += template_findings(source, expression, at, step_names)
+                try:
+                    private = private_attributes(source, expression)
+                except TemplateProblem:
+                    continue  # reported by check_pipeline
             if private:
                 names = ", ".join(repr(a) for a in sorted(private))
                 plural = "s" if len(private) > 1 else ""

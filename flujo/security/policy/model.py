@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from flujo.domain.templates import TemplateLimits
 from flujo.spec.agent import AGENT_TYPES
 from flujo.spec.base import SpecModel
 
@@ -110,6 +111,30 @@ class SecurityPolicy(SpecModel):
     max_output_bytes: int = Field(
         16 << 20, ge=0, description="Largest output of one agent call (UTF-8 bytes)."
     )
+    max_template_bytes: int = Field(
+        64 << 10, ge=1, description="Largest source of one template or expression (UTF-8 bytes)."
+    )
+    max_template_tokens: int = Field(
+        10_000, ge=1, description="Most lexical tokens in one template (its compiled size)."
+    )
+    max_template_nesting: int = Field(
+        32, ge=1, description="Deepest nesting of brackets, block tags and operators in a template."
+    )
+    max_pipeline_template_bytes: int = Field(
+        256 << 10, ge=1, description="Largest total source of a pipeline's templates (UTF-8 bytes)."
+    )
+    max_pipeline_template_tokens: int = Field(
+        50_000, ge=1, description="Most lexical tokens in all templates of a pipeline."
+    )
+    max_template_compile_ms: int = Field(
+        2_000, ge=0, description="Deadline for parsing and compiling one template (ms; 0: none)."
+    )
+    max_template_render_ms: int = Field(
+        5_000, ge=0, description="Deadline for one render of a step's templates (ms; 0: none)."
+    )
+    max_template_render_chars: int = Field(
+        16 << 20, ge=1, description="Most characters one render may produce (its memory)."
+    )
 
     @classmethod
     def embedded(cls, **changes: Any) -> SecurityPolicy:
@@ -136,12 +161,32 @@ class SecurityPolicy(SpecModel):
             "max_parallel_branches": 32,
             "max_map_items": 1000,
             "max_output_bytes": 1 << 20,
+            "max_template_bytes": 32 << 10,
+            "max_template_tokens": 5_000,
+            "max_pipeline_template_bytes": 128 << 10,
+            "max_pipeline_template_tokens": 20_000,
+            "max_template_compile_ms": 1_000,
+            "max_template_render_ms": 2_000,
+            "max_template_render_chars": 4 << 20,
         }
         return cls.model_validate({**base, **changes})
 
     @classmethod
     def for_profile(cls, profile: Profile) -> SecurityPolicy:
         return cls.cluster() if profile == "cluster" else cls.embedded()
+
+    def template_limits(self) -> TemplateLimits:
+        """The bounds on templates and expressions this policy sets."""
+        return TemplateLimits(
+            max_template_bytes=self.max_template_bytes,
+            max_template_tokens=self.max_template_tokens,
+            max_template_nesting=self.max_template_nesting,
+            max_pipeline_template_bytes=self.max_pipeline_template_bytes,
+            max_pipeline_template_tokens=self.max_pipeline_template_tokens,
+            max_compile_ms=self.max_template_compile_ms,
+            max_render_ms=self.max_template_render_ms,
+            max_render_chars=self.max_template_render_chars,
+        )
 
     def merged(self, overrides: PolicyOverrides | None) -> SecurityPolicy:
         """This policy with every field ``overrides`` sets replaced (lists replace, not add)."""
@@ -175,6 +220,14 @@ class PolicyOverrides(SpecModel):
     max_map_items: int | None = Field(None, ge=1)
     max_input_bytes: int | None = Field(None, ge=0)
     max_output_bytes: int | None = Field(None, ge=0)
+    max_template_bytes: int | None = Field(None, ge=1)
+    max_template_tokens: int | None = Field(None, ge=1)
+    max_template_nesting: int | None = Field(None, ge=1)
+    max_pipeline_template_bytes: int | None = Field(None, ge=1)
+    max_pipeline_template_tokens: int | None = Field(None, ge=1)
+    max_template_compile_ms: int | None = Field(None, ge=0)
+    max_template_render_ms: int | None = Field(None, ge=0)
+    max_template_render_chars: int | None = Field(None, ge=1)
 
 
 class PolicyConfig(SpecModel):
