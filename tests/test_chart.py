@@ -577,6 +577,7 @@ def test_operator_pod_is_hardened(helm: Path, scenario: str) -> None:
 KUBE_CALLS = {
     "create_namespaced_pod": [("", "pods", "create")],
     "create_namespaced_config_map": [("", "configmaps", "create")],
+    "read_namespaced_config_map": [("", "configmaps", "get")],
     "create_namespaced_event": [("", "events", "create")],
     "delete_namespaced_pod": [("", "pods", "delete")],
     "delete_collection_namespaced_pod": [("", "pods", "deletecollection")],
@@ -751,7 +752,7 @@ def test_agent_endpoints_open_egress(helm: Path) -> None:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_operator_policy_allows_only_its_ports_the_api_server_and_dns(
+def test_operator_policy_allows_only_its_ports_the_api_server_runners_and_dns(
     helm: Path, scenario: str
 ) -> None:
     objects = render(scenario=scenario)
@@ -769,10 +770,25 @@ def test_operator_policy_allows_only_its_ports_the_api_server_and_dns(
         expected.add(values["metrics"]["port"])
     assert ports == expected
     api = values["networkPolicy"]["operator"]["apiServer"]
+    runner_selector = {
+        "app.kubernetes.io/component": "runner",
+        "app.kubernetes.io/managed-by": "flujo-operator",
+    }
+    runner_rules = []
     for rule in spec["egress"]:
-        if not dns_rule(rule):
+        if dns_rule(rule):
+            continue
+        if all("ipBlock" in peer for peer in rule["to"]):
             assert [peer["ipBlock"]["cidr"] for peer in rule["to"]] == api["cidrs"]
             assert [p["port"] for p in rule["ports"]] == api["ports"]
+        else:
+            # The only other destination: runner pods, on the runner port alone.
+            assert rule["to"] == [
+                {"namespaceSelector": {}, "podSelector": {"matchLabels": runner_selector}}
+            ], rule
+            assert rule["ports"] == [{"port": values["steps"]["runnerPort"], "protocol": "TCP"}]
+            runner_rules.append(rule)
+    assert len(runner_rules) == 1
 
 
 def test_steps_policy_goes_where_runs_run(helm: Path) -> None:

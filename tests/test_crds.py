@@ -87,12 +87,14 @@ def test_step_rule_needs_exactly_one_kind() -> None:
     assert admitted(rules, {"name": "a", "agent": "x"}) == []
     assert admitted(rules, {"name": "a", "loop": {"maxIterations": 2, "steps": []}}) == []
     assert admitted(rules, {"name": "a"}) == [
-        "a step has exactly one of: agent, loop, conditional, parallel, map"
+        "a step has exactly one of: agent, loop, conditional, parallel, map, approval"
     ]
     assert admitted(rules, {"name": "a", "agent": "x", "map": {}}) != []
     assert admitted(rules, {"name": "a", "loop": {}, "retry": {"maxAttempts": 2}}) == [
-        "retry, fallback and timeoutSeconds apply to agent steps only"
+        "retry and timeoutSeconds apply to agent steps only, fallback to agent and approval steps"
     ]
+    assert admitted(rules, {"name": "a", "approval": {}, "fallback": "notify"}) == []
+    assert admitted(rules, {"name": "a", "loop": {}, "fallback": "notify"}) != []
     nested = CRDS["pipelines.flujo.dev.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for part in ("spec", "steps", "[]", "loop", "steps", "[]"):
         nested = nested["items"] if part == "[]" else nested["properties"][part]

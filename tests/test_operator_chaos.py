@@ -4,6 +4,8 @@ parallel steps call a real (local) OpenAI-compatible endpoint.
 Every run must finish, and the endpoint must see exactly one successful call per
 step launch: a step whose success was recorded is never launched again, and a
 repeated pod creation after a crash is an idempotent 409, never a second call.
+Under the runner executor, a launch re-sent to the run's runner after a restart
+is answered from the runner's memory (or joins the call in flight).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import random
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.operatorkit import OperatorProcess, get_json, wait_for
 from tests.servers import OpenAIServer, RecordedRequest, Reply, completion
@@ -66,8 +70,10 @@ spec:
     return "---".join(docs)
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("executor", ["runner", "pod"])
 def test_runs_survive_random_operator_kills_without_double_calls(
-    kubeconfig: Path, kubectl: Any, local_kubelet: Any, tmp_path: Path
+    executor: str, kubeconfig: Path, kubectl: Any, local_kubelet: Any, tmp_path: Path
 ) -> None:
     rng = random.Random(20261125)
 
@@ -76,7 +82,7 @@ def test_runs_survive_random_operator_kills_without_double_calls(
 
     with OpenAIServer(responder=answer) as server:
         kubectl("apply", "-f", str(Path(__file__).parent.parent / "crds"))
-        operator = OperatorProcess(kubeconfig, tmp_path / "operator.log")
+        operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", FLUJO_EXECUTOR=executor)
         operator.start()
         kubectl.apply(manifests(server.base_url))
         kills = 0
@@ -87,7 +93,7 @@ def test_runs_survive_random_operator_kills_without_double_calls(
             return len(items) == RUNS and all(p in ("Succeeded", "Failed") for p in phases)
 
         try:
-            deadline = time.monotonic() + 240
+            deadline = time.monotonic() + 480
             while time.monotonic() < deadline and (kills < KILLS or not all_done()):
                 if kills < KILLS:
                     time.sleep(rng.uniform(0.2, 1.2))
@@ -96,7 +102,7 @@ def test_runs_survive_random_operator_kills_without_double_calls(
                     operator.start()
                 else:
                     time.sleep(0.5)
-            wait_for(all_done, 60, "every run to finish")
+            wait_for(all_done, 300, "every run to finish")
         finally:
             operator.stop()
 
@@ -106,7 +112,12 @@ def test_runs_survive_random_operator_kills_without_double_calls(
         launches = sum(r["status"]["launches"] for r in runs)
         assert launches == RUNS * 5
         pods = get_json(kubectl, "pods", "-l", "flujo.dev/run")["items"]
-        assert len(pods) == launches
+        components = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods}
+        if executor == "pod":
+            assert len(pods) == launches and components == {"step"}
+        else:  # one runner per run: no runner was lost, so none was replaced
+            assert len(pods) == RUNS and components == {"runner"}
+            assert {r["status"]["runner"]["generation"] for r in runs} == {0}
         assert server.wait_until(lambda: server.successful == launches)
         assert server.successful == launches, (server.successful, launches)
         assert kills >= KILLS and operator.starts == kills + 1

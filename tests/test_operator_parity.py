@@ -1,10 +1,12 @@
 """Parity: every golden scenario, run through the operator, gives the same transcript
-as the embedded run (the golden file).
+as the embedded run (the golden file), under both cluster executors: a runner pod
+serving every step of the run, and a pod per step.
 
 Both executors drive the same state machine, and the operator's event log is
 rebuilt from the run's journal and its step pods.  With one step pod at a time
-(``FLUJO_MAX_RUNNING_PODS=1``) results arrive in launch order, as they do for
-the embedded runtime's inline scripted agents, so the logs must be identical.
+(``FLUJO_MAX_RUNNING_PODS=1``; in runner mode it caps launches in flight)
+results arrive in launch order, as they do for the embedded runtime's inline
+scripted agents, so the logs must be identical.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flujo.spec import PipelineSpec, UsageLimits
 from flujo.transcript import render_transcript
 from flujo.transcript.golden import load_scenarios
@@ -69,8 +72,14 @@ def documents(scenario: Any) -> list[dict[str, Any]]:
     return docs
 
 
+@pytest.mark.parametrize("executor", ["runner", "pod"])
 def test_operator_transcripts_equal_the_embedded_goldens(
-    kubeconfig: Path, kubectl: Any, local_kubelet: Any, k8s_client: Any, tmp_path: Path
+    executor: str,
+    kubeconfig: Path,
+    kubectl: Any,
+    local_kubelet: Any,
+    k8s_client: Any,
+    tmp_path: Path,
 ) -> None:
     kubectl("apply", "-f", str(ROOT / "crds"))
     namespaces = {s.name: f"g-{i}" for i, s in enumerate(SCENARIOS)}
@@ -81,6 +90,7 @@ def test_operator_transcripts_equal_the_embedded_goldens(
         tmp_path,
         FLUJO_NAMESPACES=",".join(namespaces.values()),
         FLUJO_MAX_RUNNING_PODS="1",
+        FLUJO_EXECUTOR=executor,
     ) as op:
         for scenario in SCENARIOS:
             kubectl.apply(documents(scenario), "-n", namespaces[scenario.name])

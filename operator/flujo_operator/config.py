@@ -29,6 +29,10 @@
 | ``FLUJO_RUNNER_COMMAND`` | ``["flujo", "runner"]`` | runner pod command, as a JSON list |
 | ``FLUJO_RUNNER_PORT`` | ``8471`` | port runner pods listen on (only the operator connects) |
 | ``FLUJO_RUNNER_IDLE_SECONDS`` | ``600`` | a runner with nothing to do exits after this long |
+| ``FLUJO_VALIDATION_WORKERS`` | ``2`` | Pipeline validation processes (``0``: on the event loop) |
+| ``FLUJO_VALIDATION_TIMEOUT`` | ``5`` | seconds one validation may take (then its worker dies) |
+| ``FLUJO_VALIDATION_MEMORY_MB`` | ``192`` | address space a validation worker may add |
+| ``FLUJO_COMPILE_BUDGET_MS`` | ``250`` | compile time of a Pipeline's templates (``0``: none) |
 
 The policy's other variables, FLUJO_SECURITY_PROFILE and FLUJO_SECURITY_<FIELD>,
 work as for ``flujo run`` (``docs/security.md``); the policy's per-namespace
@@ -140,12 +144,17 @@ class Config:
     """Where audit events go; ``off`` writes none."""
     audit_content: bool = False
     security: PolicyConfig = field(default_factory=lambda: PolicyConfig(profile="cluster"))
+    """The security policy: cluster profile, file defaults, per-namespace overrides."""
     executor: str = "runner"
     """Where a run's steps execute unless its spec says: ``runner`` or ``pod``."""
     runner_command: tuple[str, ...] = ("flujo", "runner")
     runner_port: int = 8471
     runner_idle_seconds: float = 600.0
-    """The security policy: cluster profile, file defaults, per-namespace overrides."""
+    validation_workers: int = 2
+    """Processes that check tenants' Pipelines off the event loop (0: on it)."""
+    validation_timeout: float = 5.0
+    validation_memory_mb: int = 192
+    compile_budget_ms: float = 250.0
 
     def policy(self, namespace: str) -> SecurityPolicy:
         """The policy in force for one namespace's runs, Pipelines and Agents."""
@@ -212,4 +221,9 @@ class Config:
             runner_command=tuple(runner_command),
             runner_port=_int(env, "FLUJO_RUNNER_PORT", cls.runner_port) or cls.runner_port,
             runner_idle_seconds=_float(env, "FLUJO_RUNNER_IDLE_SECONDS", cls.runner_idle_seconds),
+            validation_workers=_int(env, "FLUJO_VALIDATION_WORKERS", cls.validation_workers),
+            validation_timeout=_float(env, "FLUJO_VALIDATION_TIMEOUT", cls.validation_timeout)
+            or cls.validation_timeout,
+            validation_memory_mb=_int(env, "FLUJO_VALIDATION_MEMORY_MB", cls.validation_memory_mb),
+            compile_budget_ms=_float(env, "FLUJO_COMPILE_BUDGET_MS", cls.compile_budget_ms),
         )

@@ -21,9 +21,11 @@ from flujo.spec.base import API_GROUP
 
 from flujo_operator.builders import LABEL_RUN
 from flujo_operator.config import Config
-from flujo_operator.kube import Budget, Kube, connect
+from flujo_operator.kube import Budget, connect
 from flujo_operator.resources import ResourceController
 from flujo_operator.runs import RunController
+from flujo_operator.tenancy import FairKube, tenant
+from flujo_operator.validation_pool import ValidationPool
 
 VERSION = "v1alpha1"
 
@@ -39,7 +41,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         # Namespaced installs have no cluster-wide RBAC: don't scan CRDs or namespaces.
         settings.scanning.disabled = True
     metrics = FlujoMetrics()
-    kube = Kube(
+    kube = FairKube(
         connect(),
         api_budget=Budget(config.api_qps, config.api_burst),
         pod_budget=Budget(config.pod_create_qps, config.pod_create_burst),
@@ -57,6 +59,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             ) from None
     memo.audit = audit
     runs = RunController(kube, config, metrics=metrics, audit=audit)
+    # Tenants' Pipelines are checked in bounded worker processes, not on this loop.
+    runs.admission.validator = memo.validator = ValidationPool.from_config(config)
+    memo.validator.start()  # in the background: start-up and probes need not wait for it
     memo.runs = runs
     memo.kube = kube
     memo.resources = ResourceController(kube, runs, audit=audit)
@@ -67,28 +72,40 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     audit = memo.get("audit")
     if audit is not None:
         audit.close()
+    validator = memo.get("validator")
+    if validator is not None:
+        await validator.close()
+
+
+def _serving(event: kopf.RawEvent) -> None:
+    """This handler's task (and the tasks it starts) works for the object's namespace."""
+    tenant.set((event["object"].get("metadata") or {}).get("namespace") or "")
 
 
 @kopf.on.event(API_GROUP, VERSION, "pipelineruns")
 async def pipelinerun_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _serving(event)
     with memo.runs.metrics.reconcile("pipelinerun"):
         await memo.runs.on_run(event["type"] or "", dict(event["object"]))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
 async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _serving(event)
     with memo.runs.metrics.reconcile("pod"):
         await memo.runs.on_pod(event["type"] or "", dict(event["object"]))
 
 
 @kopf.on.event(API_GROUP, VERSION, "agents")
 async def agent_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _serving(event)
     with memo.runs.metrics.reconcile("agent"):
         await memo.resources.on_agent(event["type"] or "", dict(event["object"]))
 
 
 @kopf.on.event(API_GROUP, VERSION, "pipelines")
 async def pipeline_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _serving(event)
     with memo.runs.metrics.reconcile("pipeline"):
         await memo.resources.on_pipeline(event["type"] or "", dict(event["object"]))
 

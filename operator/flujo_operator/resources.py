@@ -16,12 +16,10 @@ import contextlib
 import logging
 from typing import Any
 
-from flujo.domain.validation import check_agents, check_pipeline
 from flujo.resilience.breaker import BreakerRegistry, BreakerState, MemoryBreakerStateStore
 from flujo.security.audit import AuditLog
-from flujo.security.policy import check_agent_policy, check_pipeline_policy
+from flujo.security.policy import check_agent_policy
 from flujo.spec.agent import AgentSpec
-from flujo.spec.loader import format_loc
 from flujo.spec.pipeline import PipelineSpec
 from pydantic import ValidationError
 
@@ -190,24 +188,31 @@ class ResourceController:
         meta = body["metadata"]
         now = now_iso()
         status: dict[str, Any] = {"observedGeneration": meta.get("generation", 1)}
-        try:
-            spec = PipelineSpec.model_validate(body.get("spec") or {})
-        except ValidationError as exc:
+        # Parsing, the checks, the policy and compiling the templates: in a bounded
+        # worker process, never on this event loop (flujo_operator.validation_pool).
+        # Parsed here first (pydantic, linear in the object's size, which the API server
+        # caps), so the verdict is shared with the runs' admission through its cache.
+        subject: PipelineSpec | dict[str, Any] = body.get("spec") or {}
+        with contextlib.suppress(ValidationError):
+            subject = PipelineSpec.model_validate(subject)
+        namespace = meta["namespace"]
+        verdict = await self.runs.admission.validator.check(
+            namespace, subject, agents, self.runs.launch_policy(namespace)
+        )
+        if verdict.spec_error is not None or verdict.breach is not None:
+            message = verdict.breach or verdict.spec_error or ""
             status["conditions"] = [
-                condition("Valid", "False", "InvalidSpec", first_error(exc), now),
+                condition("Valid", "False", "InvalidSpec", message, now),
                 condition("AgentsResolved", "Unknown", "InvalidSpec", "", now),
             ]
             status["missingAgents"] = []
         else:
-            problems = [f.message for f in check_pipeline(spec)]
-            missing = sorted(
-                {m.split("'")[1] for m in (f.message for f in check_agents(spec, agents))}
-            )
+            problems = verdict.pipeline
+            missing = sorted({m.split("'")[1] for m in verdict.agents})
             reason = "InvalidSpec" if problems else "Valid"
             if not problems:
-                denied = check_pipeline_policy(spec, agents, self.runs.policy(meta["namespace"]))
-                problems = [f"{format_loc(f.loc)}: {f.message}" for f in denied]
-                reason = "PolicyDenied" if denied else reason
+                problems = [m for _, m in verdict.denied]
+                reason = "PolicyDenied" if verdict.denied else reason
             status["missingAgents"] = missing
             status["conditions"] = [
                 condition(

@@ -14,17 +14,16 @@ behind, so a run that names an unknown Agent re-reads them from the API.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flujo.agents.builtin import PRESET_PREFIX, builtin_names
-from flujo.domain.validation import check_agents, check_pipeline, check_tools
+from flujo.domain.validation import check_agents, check_tools
 from flujo.security.audit import AuditLog
-from flujo.security.policy import SecurityPolicy, check_input, check_pipeline_policy
+from flujo.security.policy import SecurityPolicy, check_input
 from flujo.spec.agent import AgentSpec
 from flujo.spec.limits import UsageLimits
-from flujo.spec.loader import format_loc
 from flujo.spec.pipeline import PipelineSpec
 from flujo.spec.run import PipelineRunSpec
 from pydantic import ValidationError
@@ -32,6 +31,7 @@ from pydantic import ValidationError
 from flujo_operator.builders import RunRef, first_error
 from flujo_operator.config import Config
 from flujo_operator.kube import Kube
+from flujo_operator.validation_pool import ValidationPool
 
 __all__ = ["Admission", "Admitted", "Refusal"]
 
@@ -69,6 +69,12 @@ class Admission:
         """namespace → uid → the latest body of runs that could not start yet (Pending)."""
         self._policies: dict[str, SecurityPolicy] = {}
         self._launch_policies: dict[str, dict[str, Any]] = {}
+        self.validator = ValidationPool(workers=0)
+        """Where Pipelines are checked: the operator installs its pool of bounded worker
+        processes (:mod:`flujo_operator.validation_pool`); in-process by default (tests)."""
+        self.queued: dict[str, set[str]] = {}
+        """namespace → uids of the waiting runs last refused as Queued (at the run cap)."""
+        self._running: dict[str, Callable[[], int]] = {}
 
     # --- the policy in force ----------------------------------------------------
 
@@ -105,11 +111,14 @@ class Admission:
         if isinstance(pipeline, Refusal):
             return pipeline
         agents = self.known_agents(ref.namespace)
+        # Names only (no templates): cheap enough for the event loop.
         if check_agents(pipeline, agents) or check_tools(pipeline, agents):
             agents = await self.read_agents(ref.namespace)  # the cache may be cold or behind
-        problems = [f.message for f in check_pipeline(pipeline)]
-        problems += [f.message for f in check_agents(pipeline, agents)]
-        problems += [f.message for f in check_tools(pipeline, agents)]
+        # Everything else about the pipeline is checked in a bounded worker process.
+        verdict = await self.validator.check(
+            ref.namespace, pipeline, agents, self.launch_policy(ref.namespace)
+        )
+        problems = verdict.problems + verdict.agents + verdict.tools
         if problems:
             reason = (
                 "AgentsMissing"
@@ -118,11 +127,11 @@ class Admission:
             )
             return Refusal(reason, "; ".join(problems), terminal=False)
         policy = self.policy(ref.namespace)
-        denied = check_pipeline_policy(pipeline, agents, policy)
+        denied = verdict.denied
         if denied:
             # Pending, not Failed: the Pipeline, an Agent or the policy may still change.
-            message = "; ".join(f"{format_loc(f.loc)}: {f.message}" for f in denied)
-            self._audit_denied("PipelineRun", ref, message, format_loc(denied[0].loc))
+            message = "; ".join(m for _, m in denied)
+            self._audit_denied("PipelineRun", ref, message, denied[0][0])
             return Refusal("PolicyDenied", message, terminal=False)
         refused = check_input(spec.input, policy)
         if refused:
@@ -130,7 +139,11 @@ class Admission:
             self._audit_denied("PipelineRun", ref, message, "spec.input")
             return Refusal("InputRefused", message, terminal=True)
         count = running()
+        self._running[ref.namespace] = running
+        queued = self.queued.setdefault(ref.namespace, set())
+        queued.discard(ref.uid)
         if count >= self.config.max_running_runs:
+            queued.add(ref.uid)
             return Refusal(
                 "Queued",
                 f"{count} runs are running in {ref.namespace} "
@@ -196,7 +209,22 @@ class Admission:
         """The run started, failed or was deleted: it waits no more."""
         for waiting in self.waiting.values():
             waiting.pop(uid, None)
+        for queued in self.queued.values():
+            queued.discard(uid)
 
-    def waiting_in(self, namespace: str) -> list[dict[str, Any]]:
-        """The runs of a namespace that could not start yet, as last seen."""
-        return list(self.waiting.get(namespace, {}).values())
+    def waiting_in(self, namespace: str) -> Iterator[dict[str, Any]]:
+        """The runs of a namespace that could not start yet, as last seen, oldest first.
+
+        A run last refused as ``Queued`` is skipped while the namespace is still at its
+        run cap (checked lazily, as earlier runs start): it would only be refused again.
+        Without this, every finished run in a namespace with 1,000 queued runs re-admitted
+        all of them and rewrote each one's status — quadratic work and API writes that
+        every other namespace waited behind.
+        """
+        queued = self.queued.get(namespace, set())
+        for uid, body in list(self.waiting.get(namespace, {}).items()):
+            running = self._running.get(namespace)
+            full = running is not None and running() >= self.config.max_running_runs
+            if full and uid in queued:
+                continue
+            yield body

@@ -3,8 +3,9 @@
 ``LaunchStep`` creates a step pod unless a bound holds it back — the
 namespace's ``maxRunningPods``, the Agent's ``rateLimit.maxConcurrent``
 across the namespace's runs, or an open circuit breaker (which fails the
-launch at once instead).  Launches held back wait, first in first out, and
-start when a step pod finishes.  ``CancelStep`` deletes pods, concurrently;
+launch at once instead).  Launches held back wait, first in first out per
+agent (one agent's queue never holds back another's), and start when a step
+pod finishes.  ``CancelStep`` deletes pods, concurrently;
 ``FinishRun`` stamps the run's end.
 
 Step pods cannot reach the API, so the operator owns each Agent's circuit:
@@ -70,8 +71,10 @@ class Launcher:
                 refused = self._circuit_refusal(session, command)
                 if refused is not None:
                     follow.append((refused, event_entry(refused)))
-                elif session.waiting or not await self.launch(session, command):
-                    # FIFO: a run's launches start in the order the machine issued them.
+                elif self._behind(session, command) or not await self.launch(session, command):
+                    # FIFO per agent: a launch waits behind the run's earlier held-back
+                    # launches of the same agent only, so one agent's rateLimit queue
+                    # does not hold back another agent's steps.
                     session.waiting.append(command)
             elif isinstance(command, CancelStep):
                 session.waiting = [w for w in session.waiting if w.path != command.path]
@@ -148,9 +151,16 @@ class Launcher:
     async def launch_waiting(self, session: Session) -> None:
         """Try the run's held-back launches again, in order; those still held keep waiting."""
         pending, session.waiting = session.waiting, []
+        held: set[str] = set()
         for cmd in pending:
-            if not await self.launch(session, cmd):
+            if cmd.agent in held or not await self.launch(session, cmd):
+                held.add(cmd.agent)  # its later launches stay behind it
                 session.waiting.append(cmd)
+
+    @staticmethod
+    def _behind(session: Session, cmd: LaunchStep) -> bool:
+        """Whether an earlier launch of the same agent is still held back in this run."""
+        return any(w.agent == cmd.agent for w in session.waiting)
 
     def pod_done(self, namespace: str, name: str) -> None:
         """A step pod finished or is going: it no longer counts against the caps."""

@@ -96,6 +96,8 @@ class Handle:
     """Results applied since the last status write."""
     journal_bytes: int = 0
     closing: bool = False
+    dirty: bool = False
+    writer: asyncio.Task[None] | None = None
 
 
 class Runners:
@@ -215,15 +217,64 @@ class Runners:
         handle.forget.clear()
         return failures
 
-    def persisted(self, session: Session, status: Mapping[str, Any]) -> None:
-        """A status write succeeded: its generation is durable, its results journaled."""
+    def journaled(self, session: Session, key: Key) -> None:
+        """A runner's result is in the run's journal (in memory, not yet written)."""
+        handle = self.handles.get(session.ref.uid)
+        if handle is not None:
+            handle.journaled.append(key)
+
+    def journaled_count(self, session: Session) -> int:
+        """Taken when a status is computed: the results that status will hold."""
+        handle = self.handles.get(session.ref.uid)
+        return 0 if handle is None else len(handle.journaled)
+
+    def persisted(self, session: Session, status: Mapping[str, Any], count: int = 0) -> None:
+        """A status write succeeded: its generation is durable; the first ``count`` results
+        journaled are written, so the runner may forget them."""
         handle = self.handles.get(session.ref.uid)
         if handle is None:
             return
         handle.journal_bytes = len(status.get("journal") or "")
-        handle.forget += handle.journaled
-        handle.journaled = []
+        handle.forget += handle.journaled[:count]
+        del handle.journaled[:count]
         handle.durable.set()
+
+    # --- status writes ----------------------------------------------------------------
+
+    def write_behind(self, session: Session, write: Callable[[], Awaitable[None]]) -> bool:
+        """Coalesce the run's status writes: True when one is scheduled instead of made now.
+
+        While a write is in flight, results keep being applied and launches sent;
+        the next write carries all of them.  The journal then lags the run by at
+        most one write, which the runner covers: it keeps every result, so a
+        restarted operator gets what the status lacks by sending its launches
+        again.  Not while a new runner generation waits to be recorded.
+        """
+        handle = self.handles.get(session.ref.uid)
+        if handle is None or not handle.durable.is_set():
+            return False
+        handle.dirty = True
+        if handle.writer is None or handle.writer.done():
+            handle.writer = asyncio.get_running_loop().create_task(self._writes(handle, write))
+        return True
+
+    async def _writes(self, handle: Handle, write: Callable[[], Awaitable[None]]) -> None:
+        while handle.dirty and not handle.closing:
+            handle.dirty = False
+            try:
+                await write()
+            except Exception as exc:  # the API is down or throttling: try again, later
+                log.warning("runner %s: status write failed (%s); retrying", handle.name, exc)
+                handle.dirty = True
+                await asyncio.sleep(1.0)
+
+    async def flush(self, session: Session) -> None:
+        """Wait for the write in flight (the run's final write must come last)."""
+        handle = self.handles.get(session.ref.uid)
+        if handle is not None and handle.writer is not None:
+            handle.dirty = False
+            with contextlib.suppress(Exception):
+                await handle.writer
 
     async def close(self, session: Session) -> None:
         """The run ended (or was deleted): stop its calls, tell the runner to exit."""
@@ -236,6 +287,18 @@ class Runners:
         if handle.ip is not None:
             with contextlib.suppress(Exception):
                 await self._post(handle, "/shutdown", {}, timeout=5)
+
+    async def stop_orphan(self, pod: Mapping[str, Any]) -> None:
+        """A runner whose run ended while the operator was down: tell it to exit now."""
+        status = pod.get("status") or {}
+        if status.get("phase") != "Running" or not status.get("podIP"):
+            return
+        env = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("env") or []
+        token = next((e.get("value", "") for e in env if e.get("name") == "FLUJO_RUNNER_TOKEN"), "")
+        handle = Handle(name=pod["metadata"]["name"], generation=-1, token=token, agents=[])
+        handle.ip = status["podIP"]
+        with contextlib.suppress(Exception):
+            await self._post(handle, "/shutdown", {}, timeout=5)
 
     # --- launches ----------------------------------------------------------------------
 
@@ -351,7 +414,6 @@ class Runners:
         self, session: Session, handle: Handle, key: Key, event: Event, body: bytes
     ) -> dict[str, Any]:
         """The result's journal entry: inline while small, else in ConfigMaps of the run."""
-        handle.journaled.append(key)
         if len(body) <= INLINE_RESULT_BYTES and handle.journal_bytes < JOURNAL_INLINE_BUDGET:
             return {"t": "ev", "p": key[0], "a": key[1], "e": json.loads(body)}
         config_maps = build_result_config_maps(session.ref, key[0], key[1], body)

@@ -39,6 +39,10 @@ class Session:
     started_at: str = ""
     finished_at: str | None = None
     deadline: asyncio.TimerHandle | None = None
+    waits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Approval steps waited on: path → since, message, timeoutSeconds, schema."""
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    """Approval timeouts armed in this process."""
 
 
 def spec_ref_pipeline(session: Session) -> str | None:

@@ -23,6 +23,7 @@ from flujo.observability.tracing import run_traceparent
 from flujo_operator.builders import build_run_status, condition, describe_anomalies
 from flujo_operator.config import Config
 from flujo_operator.kube import Kube
+from flujo_operator.run_approvals import awaiting_status
 from flujo_operator.run_session import Session
 
 __all__ = ["BASELINE_EVERY", "Baselines", "refusal_status", "run_status"]
@@ -57,10 +58,23 @@ def run_status(
     status["observedGeneration"] = 1
     if session.waiting:
         status["waitingPods"] = len(session.waiting)
+    awaiting = awaiting_status(session)
+    status["awaitingApproval"] = awaiting  # null removes it (JSON merge patch)
     if not state.finished:
         status["conditions"] = [
             condition("Succeeded", "Unknown", "Running", "", session.started_at)
         ]
+        if awaiting and not state.running and not state.deferred:
+            status["phase"] = "AwaitingApproval"
+            status["conditions"].append(
+                condition(
+                    "AwaitingApproval",
+                    "True",
+                    "AwaitingApproval",
+                    f"waiting for a person to approve {', '.join(awaiting)}",
+                    min(str(w.get("since", "")) for w in awaiting.values()) or clock(),
+                )
+            )
         return status
     status["finishedAt"] = session.finished_at or clock()
     outcome = state.outcome

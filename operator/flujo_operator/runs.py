@@ -24,9 +24,20 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from flujo.engine import Command, DeadlineReached, Event, LaunchStep, RunStarted, advance, new_run
+from flujo.engine import (
+    ApprovalAnswered,
+    ApprovalTimedOut,
+    AwaitApproval,
+    Command,
+    DeadlineReached,
+    Event,
+    LaunchStep,
+    RunStarted,
+    advance,
+    new_run,
+)
 from flujo.hooks import record_advance
 from flujo.observability.anomaly import AnomalyDetector, Verdict
 from flujo.observability.metrics import FlujoMetrics, MetricsObserver
@@ -52,6 +63,13 @@ from flujo_operator.builders import (
 from flujo_operator.config import Config
 from flujo_operator.kube import Kube
 from flujo_operator.run_admission import Admission, Refusal
+from flujo_operator.run_approvals import (
+    answers_of,
+    approval_event,
+    note_wait,
+    now_utc,
+    seconds_left,
+)
 from flujo_operator.run_journal import event_entry as journal_entry_of
 from flujo_operator.run_journal import journal_event, pod_event, run_events
 from flujo_operator.run_launcher import Launcher
@@ -146,7 +164,11 @@ class RunController:
         if kind == "DELETED":
             self._forget(uid)
             return
-        if uid in self.finished or uid in self.sessions:
+        if uid in self.sessions:
+            if (body.get("spec") or {}).get("approvals"):
+                await self.on_answers(uid, body)
+            return
+        if uid in self.finished:
             return
         async with self._lock(uid):
             if uid in self.sessions or uid in self.finished:
@@ -196,6 +218,7 @@ class RunController:
         if spec.pipeline_ref is not None:
             session.pipeline = f"{ref.namespace}/{spec.pipeline_ref.name}"
         session.started_at = status.get("startedAt") or self.clock()
+        session.waits = {p: dict(w) for p, w in (status.get("awaitingApproval") or {}).items() if w}
         self.sessions[ref.uid] = session
         if Runners.executor(spec.executor, status, self.config.executor) == "runner":
             await self.runners.open(session, status)
@@ -207,6 +230,8 @@ class RunController:
                 session, [(RunStarted(input=spec.input, seed=spec.seed), {"t": "start"})]
             )
         self._arm_deadline(session)
+        if self.sessions.get(ref.uid) is session and spec.approvals:
+            await self._answers(session, body)  # given while no operator watched
 
     async def _refuse(self, ref: RunRef, refusal: Refusal) -> None:
         """The run does not start (yet): say why in its status."""
@@ -245,6 +270,8 @@ class RunController:
             for command in commands:
                 if isinstance(command, LaunchStep):
                     launches[command.path] = command
+                elif isinstance(command, AwaitApproval):
+                    note_wait(session, command, self.clock())
             if entry.get("t") in ("pod", "ev", "cm"):
                 session.seen.add((entry["p"], entry["a"]))
         session.state = state
@@ -297,8 +324,17 @@ class RunController:
         """A runner pod came up (its address) or was lost (its launches fail as transient)."""
         meta = pod.get("metadata") or {}
         owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "PipelineRun"]
-        session = self.sessions.get(owners[0]["uid"]) if owners else None
+        if not owners:
+            return
+        uid = owners[0]["uid"]
+        if uid not in self.sessions and uid not in self.finished:  # after a restart
+            run = await self.kube.get("pipelineruns", meta["namespace"], owners[0]["name"])
+            if run is not None:
+                await self.on_run("MODIFIED", run)
+        session = self.sessions.get(uid)
         if session is None:
+            if uid in self.finished and kind != "DELETED":
+                await self.runners.stop_orphan(pod)  # its run ended while we were down
             return
         async with self._lock(session.ref.uid):
             if self.sessions.get(session.ref.uid) is not session:
@@ -324,6 +360,7 @@ class RunController:
             session.seen.add(key)
             self.launcher.pod_done(session.ref.namespace, pod_name(session.ref.name, *key))
             await self._apply(session, [(event, entry)])
+            self.runners.journaled(session, key)
         await self._drain_waiting(session.ref.namespace)
 
     async def _drain_waiting(self, namespace: str) -> None:
@@ -362,20 +399,27 @@ class RunController:
                 session.journal.append(entry)
                 if agent is not None:
                     self.launcher.feed_breaker(session, agent, event)
+            for command in commands:
+                if isinstance(command, AwaitApproval):
+                    await self._await(session, command)
             queue += await self.launcher.execute(session, commands)
         await self._persist(session)
 
     async def _persist(self, session: Session) -> None:
         state = session.state
+        if not state.finished and self.runners.write_behind(session, lambda: self._write(session)):
+            return  # runner mode: coalesced with the results that follow
+        await self.runners.flush(session)
         anomalies: list[Verdict] = []
         if state.finished:
             anomalies = [v for v in self.observer.verdicts.pop(session.ref.uid, []) if v.anomalous]
+        written = self.runners.journaled_count(session)
         status = run_status(session, self.config, anomalies, self.clock)
         status.update(self.runners.status_of(session))
         await self.kube.patch_status(
             "pipelineruns", session.ref.namespace, session.ref.name, status
         )
-        self.runners.persisted(session, status)
+        self.runners.persisted(session, status, written)
         if anomalies:
             await self.kube.create_event(
                 build_anomaly_event(
@@ -403,9 +447,102 @@ class RunController:
         await self.runners.close(session)
         if session.deadline is not None:
             session.deadline.cancel()
+        for timer in session.timers.values():
+            timer.cancel()
         if self.config.pod_gc == "OnSuccess" and state.phase == "succeeded":
             await self.kube.delete_pods(session.ref.namespace, f"{LABEL_RUN}={session.ref.name}")
         asyncio.get_running_loop().create_task(self.retry_pending(session.ref.namespace))
+
+    # --- approvals (flujo_operator.run_approvals) -----------------------------------
+
+    async def on_answers(self, uid: str, body: dict[str, Any]) -> None:
+        """The spec of a live run changed: apply its answers to steps that wait."""
+        async with self._lock(uid):
+            session = self.sessions.get(uid)
+            if session is not None:
+                await self._answers(session, body)
+
+    async def _await(self, session: Session, request: AwaitApproval) -> None:
+        if note_wait(session, request, self.clock()):
+            message = (
+                f"step {request.path} waits for approval: {request.message} "
+                f"(kubectl flujo approve {session.ref.name} {request.step})"
+            )
+            await self.kube.create_event(
+                approval_event(session.ref, "AwaitingApproval", message, self.clock())
+            )
+        self._arm_approval(session, request.path)
+
+    def _arm_approval(self, session: Session, path: str) -> None:
+        wait = session.waits.get(path)
+        left = seconds_left(wait, now_utc()) if wait else None
+        if left is None or path in session.timers:
+            return
+
+        def fire() -> None:
+            asyncio.get_running_loop().create_task(self._approval_timeout(session, path))
+
+        session.timers[path] = asyncio.get_running_loop().call_later(max(left, 0.0), fire)
+
+    async def _approval_timeout(self, session: Session, path: str) -> None:
+        async with self._lock(session.ref.uid):
+            if self.sessions.get(session.ref.uid) is session and path in session.state.awaiting:
+                event = ApprovalTimedOut(path=path)
+                entry = {"t": "ev", "p": path, "a": 0, "e": event.model_dump(mode="json")}
+                await self._apply(session, [(event, entry)])
+
+    async def _answers(self, session: Session, body: dict[str, Any]) -> None:
+        """Apply the spec's answers to steps that wait; each once (it is journaled).
+
+        The Event and the audit record follow the status write that journals the
+        answer: a crash in between loses a notification, never repeats a decision.
+        """
+        events, refused = answers_of(session, body)
+        for problem in refused:
+            await self.kube.create_event(
+                approval_event(session.ref, "ApprovalRefused", problem, self.clock(), True)
+            )
+        if not events:
+            return
+        for event, _ in events:
+            timer = session.timers.pop(getattr(event, "path", ""), None)
+            if timer is not None:
+                timer.cancel()
+        await self._apply(session, events)
+        for event, _ in events:
+            assert isinstance(event, ApprovalAnswered)
+            decision: Literal["approve", "reject"] = "approve" if event.approved else "reject"
+            if self.audit is not None:
+                self.audit.approval_decided(
+                    session.ref.name,
+                    event.path,
+                    decision,
+                    namespace=session.ref.namespace,
+                    reason=event.reason,
+                    field_manager=event.by,
+                    uid=session.ref.uid,
+                )
+            verdict = "approved" if event.approved else f"rejected ({event.reason or ''})"
+            await self.kube.create_event(
+                approval_event(
+                    session.ref,
+                    "Approved" if event.approved else "Rejected",
+                    f"step {event.path} {verdict} by {event.by or 'unknown'}",
+                    self.clock(),
+                )
+            )
+
+    async def _write(self, session: Session) -> None:
+        """A runner-mode status write made behind the run (see ``Runners.write_behind``)."""
+        if self.sessions.get(session.ref.uid) is not session or session.state.finished:
+            return
+        written = self.runners.journaled_count(session)
+        status = run_status(session, self.config, [], self.clock)
+        status.update(self.runners.status_of(session))
+        await self.kube.patch_status(
+            "pipelineruns", session.ref.namespace, session.ref.name, status
+        )
+        self.runners.persisted(session, status, written)
 
     # --- the run's deadline -------------------------------------------------------
 

@@ -93,6 +93,7 @@ from tests.k8s.apimachinery import (
     strategic_merge_patch,
     validate_metadata,
 )
+from tests.k8s.faults import Faults
 
 __all__ = ["KUBELET_USER_AGENT", "Emulator", "EmulatorServer", "Served"]
 
@@ -219,6 +220,7 @@ class Emulator(kmock.KubernetesEmulator):
         factory=collections.Counter, init=False
     )
     pod_logs: dict[tuple[str, str], bytearray] = attrs.field(factory=dict, init=False)
+    faults: Faults | None = None  # fault injection (tests/k8s/faults.py), off by default
 
     _rv: int = attrs.field(default=0, init=False)
     _log: list[WatchEvent] = attrs.field(factory=list, init=False)
@@ -244,6 +246,14 @@ class Emulator(kmock.KubernetesEmulator):
         request = self._parse_request(raw, body)
         self._requests.append(request)
         self._count_write(raw, request)
+        fault = (
+            None
+            if self.faults is None or request.resource is None
+            else self.faults.write_fault(raw.method, raw.headers.get("User-Agent", ""))
+        )
+        if fault is not None and self.faults is not None:
+            code, status = fault
+            return aiohttp.web.json_response(status, status=code, headers=self.faults.headers(code))
         try:
             if self._payloads:  # reactions declared by a test take precedence
                 try:
@@ -1155,16 +1165,23 @@ class Emulator(kmock.KubernetesEmulator):
             return (ns is None or obj_ns == ns) and labels.matches(obj) and fields.matches(obj)
 
         timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+        agent = raw.headers.get("User-Agent", "")
+        dropped = None if self.faults is None else self.faults.watch_lifetime(agent)
+        if dropped is not None:  # injected: this stream is dropped early
+            timeout = dropped if timeout is None else min(timeout, dropped)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw)
 
+        since = params.get("resourceVersion") or ""
+        last_sent = [since]
+
         async def send(kind: str, obj: Obj) -> None:
             line = json.dumps({"type": kind, "object": obj}) + "\n"
             await response.write(line.encode())
+            last_sent[0] = (obj.get("metadata") or {}).get("resourceVersion") or last_sent[0]
 
-        since = params.get("resourceVersion") or ""
         initial = since in ("", "0") or params.get("sendInitialEvents") == "true"
         if initial:
             position = self._rv
@@ -1188,7 +1205,8 @@ class Emulator(kmock.KubernetesEmulator):
             except ValueError:
                 position = -1
             oldest = self._log[0].rv if self._log else self._rv + 1
-            if position < oldest - 1 or position > self._rv:
+            stale = self.faults is not None and self.faults.resume_gone(agent, since)
+            if stale or position < oldest - 1 or position > self._rv:
                 gone = ApiError(410, "Expired", f"too old resource version: {since} ({oldest - 1})")
                 await send("ERROR", gone.status())
                 return response
@@ -1219,6 +1237,8 @@ class Emulator(kmock.KubernetesEmulator):
                         await send(kind, self._present(served, event.obj))
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
+                    if dropped is not None and self.faults is not None:
+                        self.faults.note_drop(last_sent[0])
                     break
                 if raw.transport is None or raw.transport.is_closing():
                     break
