@@ -53,6 +53,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("http_agent"),
     Benchmark("tool_loop", quick_args=("--quick",)),
     Benchmark("operator_load"),
+    Benchmark("operator_latency", quick_args=("--quick",)),
     Benchmark(
         "governor",
         full_args=("--http", "--operator"),
@@ -326,6 +327,55 @@ def rows_tool_loop(data: Mapping[str, Any]) -> list[Row]:
 
 
 def rows_operator_load(data: Mapping[str, Any]) -> list[Row]:
+    executors = data.get("executors")
+    if isinstance(executors, Mapping) and executors:
+        return [r for name, figures in executors.items() for r in _rows_load(figures, name)]
+    return _rows_load(data, None)
+
+
+def rows_operator_latency(data: Mapping[str, Any]) -> list[Row]:
+    """Wall time by executor beside embedded; API writes and operator CPU per step."""
+    rows: list[Row] = []
+    checks = data.get("checks") or {}
+    for name, row in (data.get("pipelines") or {}).items():
+        steps, embedded = row.get("steps"), num(row.get("embedded_ms"))
+        for latency in data.get("latencies") or []:
+            runner = row.get(f"runner@{latency:g}s") or {}
+            pod = row.get(f"pod@{latency:g}s") or {}
+            wall, pod_wall = num(runner.get("wall_ms")), num(pod.get("wall_ms"))
+            budget = None if embedded is None else latency * 1000 + embedded + 20 * (steps or 0)
+            rows.append(
+                Row(
+                    f"operator_latency ({name}, {steps} steps, pod start {latency:g} s)",
+                    f"wall: runner (embedded {fmt(embedded, '.1f')} ms); "
+                    f"writes/step {fmt(runner.get('writes_per_step'), '.2f')} "
+                    f"(pod {fmt(pod.get('writes_per_step'), '.2f')}); "
+                    f"operator CPU/step {fmt(runner.get('cpu_ms_per_step'), '.1f')} ms "
+                    f"(pod {fmt(pod.get('cpu_ms_per_step'), '.1f')})",
+                    f"runner: {fmt(wall, '.0f')} ms",
+                    f"pod: {fmt(pod_wall, '.0f')} ms",
+                    DASH if not wall or pod_wall is None else f"{pod_wall / wall:.1f}x faster",
+                    DASH if budget is None else f"≤ {budget:.0f} ms",
+                    verdict(None if wall is None or budget is None else wall <= budget),
+                )
+            )
+    if checks:
+        met = sum(1 for ok in checks.values() if ok)
+        rows.append(
+            Row(
+                "operator_latency",
+                "targets met (wall, ≤ 1.2 writes/step, CPU/step ≤ pod, ≥ 10x on the loop)",
+                f"{met}/{len(checks)}",
+                DASH,
+                DASH,
+                "all",
+                verdict(met == len(checks)),
+            )
+        )
+    return rows
+
+
+def _rows_load(data: Mapping[str, Any], executor: str | None) -> list[Row]:
     runs, steps = data.get("runs"), data.get("steps_per_run")
     wps = num(data.get("writes_per_step"))
     wps_target = num(dig(data, "targets", "writes_per_step")) or 2.5
@@ -342,6 +392,8 @@ def rows_operator_load(data: Mapping[str, Any]) -> list[Row]:
         ", ".join(f"{k}: {v}" for k, v in writes.items()) if isinstance(writes, dict) else DASH
     )
     bench = f"operator_load ({runs} runs x {steps} steps)"
+    if executor is not None:
+        bench = f"operator_load ({runs} runs x {steps} steps, executor {executor})"
     return [
         Row(
             bench,
@@ -520,6 +572,7 @@ ROW_BUILDERS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "http_agent": rows_http_agent,
     "tool_loop": rows_tool_loop,
     "operator_load": rows_operator_load,
+    "operator_latency": rows_operator_latency,
     "governor": rows_governor,
     "batch": rows_batch,
     "guard": rows_guard,
