@@ -124,10 +124,18 @@ def test_a_rejection_fails_the_run(
     operator = OperatorProcess(kubeconfig, tmp_path / "operator.log")
     operator.start()
     try:
-        kubectl.apply(PIPELINE.replace("NAME", "no"))
-        wait_for(lambda: _phase(kubectl, "no") == "AwaitingApproval", 120, "AwaitingApproval")
+        kubectl.apply(PIPELINE.replace("NAME", "turned-down"))
+        wait_for(
+            lambda: _phase(kubectl, "turned-down") == "AwaitingApproval", 120, "AwaitingApproval"
+        )
         plugin = subprocess.run(  # the kubectl plugin the repository ships
-            [str(ROOT / "scripts" / "kubectl-flujo"), "reject", "no", "--reason", "off-brand"],
+            [
+                str(ROOT / "scripts" / "kubectl-flujo"),
+                "reject",
+                "turned-down",
+                "--reason",
+                "off-brand",
+            ],
             capture_output=True,
             text=True,
             timeout=120,
@@ -138,14 +146,19 @@ def test_a_rejection_fails_the_run(
             },
         )
         assert plugin.returncode == 0, plugin.stderr
-        wait_for(lambda: _phase(kubectl, "no") == "Failed", 120, "the run to fail")
+        wait_for(lambda: _phase(kubectl, "turned-down") == "Failed", 120, "the run to fail")
     finally:
         operator.stop()
-    status = _run(kubectl, "no")["status"]
-    assert status["errorClass"] == "rejected"
+    status = _run(kubectl, "turned-down")["status"]
+    assert status["failedPath"] == "review"
+    assert status["steps"]["review"]["errorClass"] == "rejected"
     assert "rejected by kubectl-patch: off-brand" in status["message"]
-    (rejected,) = [e for e in _events(kubectl, "no") if e["reason"] == "Rejected"]
+    (rejected,) = [e for e in _events(kubectl, "turned-down") if e["reason"] == "Rejected"]
     assert rejected["message"] == "step review rejected (off-brand) by kubectl-patch"
     (decided,) = [a for a in operator.audit() if a.get("event") == "approval.decided"]
-    assert (decided["run"], decided["step"], decided["decision"]) == ("no", "review", "reject")
+    assert (decided["run"], decided["step"], decided["decision"]) == (
+        "turned-down",
+        "review",
+        "reject",
+    )
     assert (decided["reason"], decided["fieldManager"]) == ("off-brand", "kubectl-patch")

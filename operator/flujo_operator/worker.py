@@ -110,7 +110,8 @@ def check(request: dict[str, Any]) -> dict[str, Any]:
             {"where": format_loc(f.loc), "message": f"{format_loc(f.loc)}: {f.message}"}
             for f in denied
         ]
-        found["compileMs"] = round(compile_seconds(spec) * 1000, 3)
+        if not denied:  # a refused Pipeline is never compiled: its bomb may be the refusal
+            found["compileMs"] = round(compile_seconds(spec) * 1000, 3)
     return found
 
 
