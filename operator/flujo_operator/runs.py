@@ -346,7 +346,11 @@ class RunController:
                     session.ref.namespace, pod_name(session.ref.name, failure.path, failure.attempt)
                 )
             if failures:
-                await self._apply(session, [(f, journal_entry_of(f)) for f in failures])
+                # The runner was lost, not the agent: these failures leave its breaker alone.
+                entries: list[tuple[Event, dict[str, Any]]] = [
+                    (f, journal_entry_of(f)) for f in failures
+                ]
+                await self._apply(session, entries, agent_outcomes=False)
         if failures:
             await self._drain_waiting(session.ref.namespace)
 
@@ -372,10 +376,21 @@ class RunController:
 
     # --- applying events, then writing the status once ---------------------------
 
-    async def _apply(self, session: Session, events: list[tuple[Event, dict[str, Any]]]) -> None:
-        queue = list(events)
+    async def _apply(
+        self,
+        session: Session,
+        events: list[tuple[Event, dict[str, Any]]],
+        *,
+        agent_outcomes: bool = True,
+    ) -> None:
+        """Advance the run by each event (journaling what it accepted), then persist once.
+
+        ``agent_outcomes``: the events report what agents did, so they feed the agents'
+        circuit breakers; false for failures of the infrastructure (a runner pod lost).
+        """
+        queue = [(event, entry, agent_outcomes) for event, entry in events]
         while queue:
-            event, entry = queue.pop(0)
+            event, entry, outcome = queue.pop(0)
             ignored = session.state.ignored_events
             agent = self.launcher.agent_of(session, event)  # before advance switches to a fallback
             started = time.perf_counter()
@@ -397,12 +412,12 @@ class RunController:
                 )
             if session.state.ignored_events == ignored:
                 session.journal.append(entry)
-                if agent is not None:
+                if agent is not None and outcome:
                     self.launcher.feed_breaker(session, agent, event)
             for command in commands:
                 if isinstance(command, AwaitApproval):
                     await self._await(session, command)
-            queue += await self.launcher.execute(session, commands)
+            queue += [(e, j, True) for e, j in await self.launcher.execute(session, commands)]
         await self._persist(session)
 
     async def _persist(self, session: Session) -> None:
