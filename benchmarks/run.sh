@@ -7,9 +7,14 @@
 #   bash benchmarks/run.sh --skip-peers    # no Flujo 0.6.11 / LangGraph
 #   bash benchmarks/run.sh --only memory,guard
 #
+# In order: engine_overhead, memory, store, template_bombs, http_agent, tool_loop,
+# operator_load, operator_latency, operator_isolation, governor, batch, guard.  The times
+# above do not include store, template_bombs and operator_isolation (not yet timed as
+# part of this run).
+#
 # Creates .venv and installs the project (-e ".[dev]") when .venv/bin/python is missing,
 # as scripts/test.sh does; the peers' virtualenvs (.bench/) are created by
-# engine_overhead.py and memory.py themselves through benchmarks/peers/setup.sh.
+# engine_overhead.py, memory.py and store.py themselves through benchmarks/peers/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
