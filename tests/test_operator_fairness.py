@@ -12,6 +12,14 @@ from flujo_operator.fairness import FairGate
 from flujo_operator.validation_pool import ValidationPool
 
 POLICY: dict[str, Any] = SecurityPolicy().model_dump(by_alias=True, mode="json")
+LOOSE_POLICY: dict[str, Any] = SecurityPolicy(
+    max_template_bytes=1 << 20,
+    max_template_tokens=1 << 20,
+    max_pipeline_template_bytes=1 << 20,
+    max_pipeline_template_tokens=1 << 20,
+    max_template_compile_ms=0,
+).model_dump(by_alias=True, mode="json")
+"""Template limits raised, compile deadline off: only the worker's time bound stops the bomb."""
 ORDINARY = {"steps": [{"name": "a", "agent": "builtin.echo", "input": "{{ input }}"}]}
 BOMB = {"steps": [{"name": "a", "agent": "builtin.echo", "input": "{{ input }}" * 20_000}]}
 AGENTS: dict[str, Any] = {"builtin.echo": None}
@@ -65,16 +73,19 @@ def test_a_template_bomb_breaches_the_time_bound_and_its_worker_is_replaced() ->
         try:
             good = await pool.check("b", ORDINARY, AGENTS, POLICY)
             assert good.problems == [] and good.breach is None
-            bomb = await pool.check("a", BOMB, AGENTS, POLICY)
+            bomb = await pool.check("a", BOMB, AGENTS, LOOSE_POLICY)
             assert bomb.breach == "validation exceeded its time bound (1 s)"
             assert bomb.problems == [bomb.breach] and "\n" not in bomb.breach
             # The bomb is cached: a second run of it costs nothing.
-            assert await pool.check("a", BOMB, AGENTS, POLICY) is bomb
+            assert await pool.check("a", BOMB, AGENTS, LOOSE_POLICY) is bomb
+            # Under the default policy the same bomb is refused at once, by its size.
+            refused = await pool.check("a", BOMB, AGENTS, POLICY)
+            assert refused.breach is None and "maxTemplateBytes" in refused.denied[0][1]
             # The replacement worker answers the next (different) pipeline.
             other = {**ORDINARY, "steps": [{**ORDINARY["steps"][0], "name": "b"}]}
             assert (await pool.check("b", other, AGENTS, POLICY)).problems == []
             assert pool.breaches["time"] == 1 and pool.restarts == 1
-            assert pool.validations == 3
+            assert pool.validations == 4
         finally:
             await pool.close()
 
