@@ -106,9 +106,11 @@ if [ "$#" -gt 0 ]; then
   run_pytest "$@"
   exit $?
 fi
-echo "== pytest (all but the real-cluster tier)"
+echo "== pytest (all but the real-cluster tier, two workers)"
 status=0
-run_pytest -m "not realcluster" || status=$?
+# Two pytest-xdist workers: most tests wait on processes they start (the operator, step
+# pods, flujo), so two keep both cores busy. worksteal evens out the long tests.
+run_pytest -m "not realcluster" -n 2 --dist worksteal || status=$?
 wait_for_control_plane
 echo "== pytest: the real-cluster tier (tests/realcluster)"
 tier_started=$SECONDS

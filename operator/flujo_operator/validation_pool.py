@@ -226,9 +226,14 @@ class ValidationPool:
         return sum(max(0, w.started - 1) for w in self._workers)
 
     def start(self) -> None:
-        """Start the workers in the background rather than at the first validation."""
-        for worker in self._workers:
-            _in_background(worker.ensure())
+        """Start the first worker in the background, so the first validation need not wait.
+
+        The others start when a validation first needs them (two checks at once): a
+        worker is a Python process importing flujo, and an operator restarted often (a
+        rolling update, a crash loop, the chaos tests) should not pay for idle ones.
+        """
+        if self._idle:
+            _in_background(self._idle[-1].ensure())
 
     async def close(self) -> None:
         await asyncio.gather(*(w.kill() for w in self._workers))

@@ -104,6 +104,10 @@ FAILURES = IMAGE_ERRORS | {"OOMKilled", "Evicted", "NodeLost"}
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes per container, as the kubelet truncates
 LOG_FALLBACK_LINES, LOG_FALLBACK_BYTES = 80, 2048  # FallbackToLogsOnError's tail
 
+_IP_BLOCK = 1 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 200
+"""The second octet of pod addresses: one block of 127/8 per pytest-xdist worker, so two
+workers' kubelets never hand out the same address (and a runner port on it)."""
+
 
 class ConfigError(Exception):
     """The container cannot be configured yet (a missing Secret/ConfigMap or key).
@@ -390,7 +394,7 @@ class LocalKubelet:
         """A loopback address of its own per pod (all of 127/8 is local): servers in two pods
         may listen on the same port, as on a real cluster."""
         self._ips += 1
-        return f"127.1.{(self._ips // 250) % 250}.{self._ips % 250 + 1}"
+        return f"127.{_IP_BLOCK}.{(self._ips // 250) % 250}.{self._ips % 250 + 1}"
 
     # --- running one pod -------------------------------------------------------------------------
 
