@@ -499,7 +499,8 @@ def run_operator(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     ``benchmarks/operator_load.py``'s emulator and in-process kubelet."""
     import tempfile
 
-    from benchmarks.operator_load import InProcessKubelet, TimingEmulator, connect_with_crds
+    from benchmarks.operator_latency import InProcessKubelet
+    from benchmarks.operator_load import TimingEmulator, connect_with_crds
     from tests.k8s.emulator import KUBELET_USER_AGENT, EmulatorServer
     from tests.operatorkit import OperatorProcess
 

@@ -38,11 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.operator_load import (  # noqa: E402
-    InProcessKubelet,
-    connect_with_crds,
-    percentile,
-)
+from benchmarks.operator_latency import InProcessKubelet  # noqa: E402
+from benchmarks.operator_load import connect_with_crds, percentile  # noqa: E402
 from tests.k8s.emulator import EmulatorServer  # noqa: E402
 from tests.operatorkit import OperatorProcess  # noqa: E402
 

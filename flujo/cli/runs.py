@@ -34,7 +34,6 @@ from flujo.runtime import Flujo, PipelineValidationError, RunResult
 from flujo.runtime.store import RunRecord, RunStore, StoreError, open_store
 from flujo.security.redaction import Redactor
 from flujo.spec.agent import AgentManifest
-from flujo.spec.base import API_VERSION
 from flujo.spec.limits import UsageLimits
 from flujo.spec.pipeline import PipelineManifest
 from flujo.transcript import render_transcript
@@ -174,16 +173,9 @@ def _replayed(store: RunStore, record: RunRecord, manifest: PipelineManifest) ->
 
 def _manifest(record: RunRecord) -> PipelineManifest:
     try:
-        return PipelineManifest.model_validate(
-            {
-                "apiVersion": API_VERSION,
-                "kind": "Pipeline",
-                "metadata": {"name": record.pipeline},
-                "spec": record.definition.get("pipeline") or {},
-            }
-        )
+        return record.manifest()
     except ValueError as exc:
-        fail([f"run {record.id}: its stored pipeline cannot be read: {str(exc).splitlines()[0]}"])
+        fail([str(exc)])
 
 
 @runs_app.command()

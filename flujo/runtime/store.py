@@ -56,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from flujo.engine import Event, RunState, StepSucceeded, event_adapter
+from flujo.spec.base import API_VERSION
+from flujo.spec.pipeline import PipelineManifest
 
 try:  # POSIX
     import fcntl
@@ -146,6 +148,24 @@ class RunRecord:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    def manifest(self) -> PipelineManifest:
+        """The pipeline the run was started with, as stored; a ``ValueError`` says in one
+        line why it cannot be read (a store written by another version, a damaged row)."""
+        try:
+            return PipelineManifest.model_validate(
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Pipeline",
+                    "metadata": {"name": self.pipeline},
+                    "spec": self.definition.get("pipeline") or {},
+                }
+            )
+        except ValueError as exc:
+            first = str(exc).splitlines()[0]
+            raise ValueError(
+                f"run {self.id}: its stored pipeline cannot be read: {first}"
+            ) from None
 
 
 class RunLock:

@@ -30,7 +30,6 @@ from flujo.runtime.store import RunRecord, RunStore, StoreError, open_store
 from flujo.security.policy import PolicyError, policy_from_env
 from flujo.security.redaction import Redactor
 from flujo.spec.agent import AgentManifest
-from flujo.spec.base import API_VERSION
 from flujo.spec.limits import UsageLimits
 from flujo.spec.pipeline import PipelineManifest
 from flujo.transcript import iter_transcript
@@ -330,17 +329,9 @@ def _limits(record: RunRecord) -> UsageLimits | None:
 
 def manifest_of(record: RunRecord) -> PipelineManifest:
     try:
-        return PipelineManifest.model_validate(
-            {
-                "apiVersion": API_VERSION,
-                "kind": "Pipeline",
-                "metadata": {"name": record.pipeline},
-                "spec": record.definition.get("pipeline") or {},
-            }
-        )
+        return record.manifest()
     except ValueError as exc:
-        first = str(exc).splitlines()[0]
-        raise ActionError(f"run {record.id}: its stored pipeline cannot be read: {first}") from None
+        raise ActionError(str(exc)) from None
 
 
 def _agents(record: RunRecord) -> list[AgentManifest]:

@@ -451,8 +451,10 @@ def describe_anomalies(pipeline: str, verdicts: list[Any]) -> str:
     return "unusual usage: " + "; ".join(parts)
 
 
-def build_anomaly_event(run: RunRef, message: str, when: str) -> dict[str, Any]:
-    """A Warning Event on the PipelineRun, for ``kubectl describe`` and event exporters."""
+def build_run_event(
+    run: RunRef, reason: str, message: str, when: str, warning: bool = False
+) -> dict[str, Any]:
+    """An Event on the PipelineRun, for ``kubectl describe`` and event exporters."""
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -464,8 +466,8 @@ def build_anomaly_event(run: RunRef, message: str, when: str) -> dict[str, Any]:
             "namespace": run.namespace,
             "uid": run.uid,
         },
-        "type": "Warning",
-        "reason": "UnusualUsage",
+        "type": "Warning" if warning else "Normal",
+        "reason": reason,
         "message": message[:1000],
         "firstTimestamp": when,
         "lastTimestamp": when,
@@ -473,3 +475,8 @@ def build_anomaly_event(run: RunRef, message: str, when: str) -> dict[str, Any]:
         "source": {"component": "flujo-operator"},
         "reportingComponent": "flujo-operator",
     }
+
+
+def build_anomaly_event(run: RunRef, message: str, when: str) -> dict[str, Any]:
+    """A Warning Event on the PipelineRun: its usage is unusual for its pipeline."""
+    return build_run_event(run, "UnusualUsage", message, when, warning=True)

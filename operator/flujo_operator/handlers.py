@@ -61,7 +61,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     runs = RunController(kube, config, metrics=metrics, audit=audit)
     # Tenants' Pipelines are checked in bounded worker processes, not on this loop.
     runs.admission.validator = memo.validator = ValidationPool.from_config(config)
-    memo.validator.start()  # in the background: start-up and probes need not wait for it
+    await memo.validator.warm()  # ready before the probes say so: runs need not wait for it
     memo.runs = runs
     memo.kube = kube
     memo.resources = ResourceController(kube, runs, audit=audit)

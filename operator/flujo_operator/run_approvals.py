@@ -23,11 +23,10 @@ from typing import Any
 from flujo.engine import ApprovalAnswered, AwaitApproval, Event
 from flujo.runtime.approvals import answer_problem
 from flujo.security.audit import field_manager_of
-from flujo.spec.base import API_VERSION
 from flujo.spec.run import PipelineRunSpec
 from pydantic import ValidationError
 
-from flujo_operator.builders import RunRef
+from flujo_operator.builders import RunRef, build_run_event
 from flujo_operator.run_session import Session
 
 __all__ = [
@@ -119,26 +118,7 @@ def approval_event(
     run: RunRef, reason: str, message: str, when: str, warning: bool = False
 ) -> dict[str, Any]:
     """An Event on the PipelineRun: a wait began, an answer was applied or refused."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{run.name}-", "namespace": run.namespace},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": "PipelineRun",
-            "name": run.name,
-            "namespace": run.namespace,
-            "uid": run.uid,
-        },
-        "type": "Warning" if warning else "Normal",
-        "reason": reason,
-        "message": message[:1000],
-        "firstTimestamp": when,
-        "lastTimestamp": when,
-        "count": 1,
-        "source": {"component": "flujo-operator"},
-        "reportingComponent": "flujo-operator",
-    }
+    return build_run_event(run, reason, message, when, warning)
 
 
 def now_utc() -> datetime:

@@ -235,6 +235,18 @@ class ValidationPool:
         if self._idle:
             _in_background(self._idle[-1].ensure())
 
+    async def warm(self) -> None:
+        """Start the first worker and wait until it is ready: called at the operator's
+        start-up, so the first runs admitted do not wait for a Python import (about a
+        second) before their validation.  A worker that cannot start is logged; the
+        validation that needs it reports the failure."""
+        if not self._idle:
+            return
+        try:
+            await self._idle[-1].ensure()
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            log.warning("the validation worker did not start: %s", exc)
+
     async def close(self) -> None:
         await asyncio.gather(*(w.kill() for w in self._workers))
 
