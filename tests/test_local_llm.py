@@ -10,8 +10,8 @@ measured are in docs/guides/tools.md.
 What the tier proves that the local test servers cannot:
 - the openai agent works with a server we did not write (its usage, its finish reasons),
   through the example a user would start from;
-- ``--stream`` shows the real server's tokens as they arrive, and the streamed run's
-  stdout equals the unstreamed run's (greedy decoding, ``temperature: 0``, a fixed seed);
+- ``--stream`` shows the real server's tokens as they arrive, and they are the answer
+  the run goes on with;
 - the usage the example records comes from the server, never from our estimate.
 """
 
@@ -127,13 +127,18 @@ def test_the_example_runs_against_a_real_model(llama_server: str) -> None:
     assert usage["outputTokens"] <= 48  # the example's max_tokens reached the server
 
 
-def test_streaming_shows_the_real_tokens_and_changes_nothing(llama_server: str) -> None:
-    plain = _flujo(llama_server, "--input", "a mountain")
+def test_streaming_shows_the_real_tokens_as_the_answer(llama_server: str) -> None:
     streamed = _flujo(llama_server, "--input", "a mountain", "--stream")
-    assert plain.returncode == 0, plain.stderr[-3000:]
     assert streamed.returncode == 0, streamed.stderr[-3000:]
-    assert streamed.stdout == plain.stdout  # greedy decoding: the same answer, the same output
-    answer = plain.stdout.strip()
-    assert answer
-    # The model's own words went by on stderr as they arrived (before builtin.upper).
-    assert answer.lower()[:20] in streamed.stderr.lower(), streamed.stderr[-2000:]
+    # stderr carries the model step's tokens as they arrived, after the step's path;
+    # stdout is the run's output: the same text through builtin.upper.
+    shown = [line for line in streamed.stderr.splitlines() if line.startswith("[describe] ")]
+    assert len(shown) == 1, streamed.stderr[-2000:]
+    text = shown[0].removeprefix("[describe] ")
+    assert text.strip() and streamed.stdout.strip() == text.strip().upper()
+    # The unstreamed run succeeds the same way. Its words may differ: llama.cpp reuses
+    # its prompt cache between requests, which changes the arithmetic of a greedy
+    # decode. Equal outputs are proven against the scripted server (test_cli_stream).
+    plain = _flujo(llama_server, "--input", "a mountain")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert plain.stdout.strip() and plain.stdout == plain.stdout.upper()
