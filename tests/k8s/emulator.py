@@ -262,11 +262,16 @@ class Emulator(kmock.KubernetesEmulator):
                     pass
             return await self._serve(request, raw)
         except rendering.StreamingError as exc:
-            self._remember(exc.__cause__ or exc)
+            cause = exc.__cause__ or exc
+            # A watcher that went away mid-stream (a killed ``kubectl --watch``, a closed
+            # client) is the client's doing, as on a real server: not an emulator failure.
+            if not isinstance(cause, ConnectionResetError):
+                self._remember(cause)
             response: aiohttp.web.StreamResponse = exc.args[0]
             return response
         except Exception as exc:
-            self._remember(exc)
+            if not isinstance(exc, ConnectionResetError):  # the client left: not a failure
+                self._remember(exc)
             error = ApiError(500, "InternalError", f"emulator failure: {exc!r}")
             return aiohttp.web.json_response(error.status(), status=500)
 
