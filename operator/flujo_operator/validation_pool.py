@@ -225,21 +225,13 @@ class ValidationPool:
         """Workers started beyond the first of each slot (after a breach)."""
         return sum(max(0, w.started - 1) for w in self._workers)
 
-    def start(self) -> None:
-        """Start the first worker in the background, so the first validation need not wait.
-
-        The others start when a validation first needs them (two checks at once): a
-        worker is a Python process importing flujo, and an operator restarted often (a
-        rolling update, a crash loop, the chaos tests) should not pay for idle ones.
-        """
-        if self._idle:
-            _in_background(self._idle[-1].ensure())
-
     async def warm(self) -> None:
         """Start the first worker and wait until it is ready: called at the operator's
         start-up, so the first runs admitted do not wait for a Python import (about a
-        second) before their validation.  A worker that cannot start is logged; the
-        validation that needs it reports the failure."""
+        second) before their validation.  The other workers start when a validation
+        first needs them (two checks at once): an operator restarted often should not
+        pay for idle ones.  A worker that cannot start is logged; the validation that
+        needs it reports the failure."""
         if not self._idle:
             return
         try:
