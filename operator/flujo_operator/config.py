@@ -29,6 +29,7 @@
 | ``FLUJO_RUNNER_COMMAND`` | ``["flujo", "runner"]`` | runner pod command, as a JSON list |
 | ``FLUJO_RUNNER_PORT`` | ``8471`` | port runner pods listen on (only the operator connects) |
 | ``FLUJO_RUNNER_IDLE_SECONDS`` | ``600`` | a runner with nothing to do exits after this long |
+| ``FLUJO_STATUS_LINGER_SECONDS`` | ``0.2`` | runner mode: a run's status is written at most this often |
 | ``FLUJO_VALIDATION_WORKERS`` | ``2`` | Pipeline validation processes (``0``: on the event loop) |
 | ``FLUJO_VALIDATION_TIMEOUT`` | ``5`` | seconds one validation may take (then its worker dies) |
 | ``FLUJO_VALIDATION_MEMORY_MB`` | ``192`` | address space a validation worker may add |
@@ -150,6 +151,10 @@ class Config:
     runner_command: tuple[str, ...] = ("flujo", "runner")
     runner_port: int = 8471
     runner_idle_seconds: float = 600.0
+    status_linger_seconds: float = 0.2
+    """Runner mode: results applied within this window share one status write (the final
+    write is never delayed).  The status lags the run by at most this much; the runner
+    keeps every result until a written status holds it, so nothing is lost."""
     validation_workers: int = 2
     """Processes that check tenants' Pipelines off the event loop (0: on it)."""
     validation_timeout: float = 5.0
@@ -221,6 +226,9 @@ class Config:
             runner_command=tuple(runner_command),
             runner_port=_int(env, "FLUJO_RUNNER_PORT", cls.runner_port) or cls.runner_port,
             runner_idle_seconds=_float(env, "FLUJO_RUNNER_IDLE_SECONDS", cls.runner_idle_seconds),
+            status_linger_seconds=_float(
+                env, "FLUJO_STATUS_LINGER_SECONDS", cls.status_linger_seconds
+            ),
             validation_workers=_int(env, "FLUJO_VALIDATION_WORKERS", cls.validation_workers),
             validation_timeout=_float(env, "FLUJO_VALIDATION_TIMEOUT", cls.validation_timeout)
             or cls.validation_timeout,

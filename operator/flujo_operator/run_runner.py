@@ -98,6 +98,8 @@ class Handle:
     closing: bool = False
     dirty: bool = False
     writer: asyncio.Task[None] | None = None
+    lingering: bool = False
+    """The writer waits out the linger window (no write in flight: a flush may cancel it)."""
 
 
 class Runners:
@@ -244,11 +246,14 @@ class Runners:
     def write_behind(self, session: Session, write: Callable[[], Awaitable[None]]) -> bool:
         """Coalesce the run's status writes: True when one is scheduled instead of made now.
 
-        While a write is in flight, results keep being applied and launches sent;
-        the next write carries all of them.  The journal then lags the run by at
-        most one write, which the runner covers: it keeps every result, so a
-        restarted operator gets what the status lacks by sending its launches
-        again.  Not while a new runner generation waits to be recorded.
+        A write waits ``status_linger_seconds`` first, so the results of a burst
+        of fast steps share it, and while a write is in flight results keep being
+        applied and launches sent; the next write carries all of them.  The
+        journal then lags the run by at most a linger and one write, which the
+        runner covers: it keeps every result until a written status holds it, so
+        a restarted operator gets what the status lacks by sending its launches
+        again.  Not while a new runner generation waits to be recorded: that
+        write is made at once.
         """
         handle = self.handles.get(session.ref.uid)
         if handle is None or not handle.durable.is_set():
@@ -260,6 +265,11 @@ class Runners:
 
     async def _writes(self, handle: Handle, write: Callable[[], Awaitable[None]]) -> None:
         while handle.dirty and not handle.closing:
+            handle.lingering = True
+            try:
+                await asyncio.sleep(self.config.status_linger_seconds)
+            finally:
+                handle.lingering = False
             handle.dirty = False
             try:
                 await write()
@@ -269,12 +279,16 @@ class Runners:
                 await asyncio.sleep(1.0)
 
     async def flush(self, session: Session) -> None:
-        """Wait for the write in flight (the run's final write must come last)."""
+        """Before a write made now (the run's final one): drop the write waiting out its
+        linger — the one made now carries what it would have — and wait for the one in
+        flight, so the final write comes last."""
         handle = self.handles.get(session.ref.uid)
-        if handle is not None and handle.writer is not None:
-            handle.dirty = False
-            with contextlib.suppress(Exception):
-                await handle.writer
+        if handle is None or handle.writer is None:
+            return
+        handle.dirty = False
+        if handle.lingering:
+            handle.writer.cancel()
+        await asyncio.wait([handle.writer])  # its outcome is its own (it logs failures)
 
     async def close(self, session: Session) -> None:
         """The run ended (or was deleted): stop its calls, tell the runner to exit."""
