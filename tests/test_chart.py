@@ -582,6 +582,8 @@ KUBE_CALLS = {
     "delete_namespaced_pod": [("", "pods", "delete")],
     "delete_collection_namespaced_pod": [("", "pods", "deletecollection")],
     "read_namespaced_pod": [("", "pods", "get")],
+    "list_namespaced_pod": [("", "pods", "list")],
+    "patch_namespaced_pod": [("", "pods", "patch")],
     "read_namespaced_pod_log": [("", "pods/log", "get")],
     "get_namespaced_custom_object": [
         ("flujo.dev", p, "get") for p in ("agents", "pipelines", "pipelineruns")

@@ -29,7 +29,8 @@
 | ``FLUJO_RUNNER_COMMAND`` | ``["flujo", "runner"]`` | runner pod command, as a JSON list |
 | ``FLUJO_RUNNER_PORT`` | ``8471`` | port runner pods listen on (only the operator connects) |
 | ``FLUJO_RUNNER_IDLE_SECONDS`` | ``600`` | a runner with nothing to do exits after this long |
-| ``FLUJO_STATUS_LINGER_SECONDS`` | ``0.2`` | runner mode: a run's status is written at most this often |
+| ``FLUJO_RUNNERS_WARM`` | ``0`` | idle runners kept per namespace (runs needing no Secrets) |
+| ``FLUJO_STATUS_LINGER_SECONDS`` | ``0.2`` | runner mode: status written at most this often |
 | ``FLUJO_VALIDATION_WORKERS`` | ``2`` | Pipeline validation processes (``0``: on the event loop) |
 | ``FLUJO_VALIDATION_TIMEOUT`` | ``5`` | seconds one validation may take (then its worker dies) |
 | ``FLUJO_VALIDATION_MEMORY_MB`` | ``192`` | address space a validation worker may add |
@@ -151,6 +152,8 @@ class Config:
     runner_command: tuple[str, ...] = ("flujo", "runner")
     runner_port: int = 8471
     runner_idle_seconds: float = 600.0
+    runners_warm: int = 0
+    """Idle runners kept per namespace (runner_pool.py); 0 keeps none."""
     status_linger_seconds: float = 0.2
     """Runner mode: results applied within this window share one status write (the final
     write is never delayed).  The status lags the run by at most this much; the runner
@@ -226,6 +229,7 @@ class Config:
             runner_command=tuple(runner_command),
             runner_port=_int(env, "FLUJO_RUNNER_PORT", cls.runner_port) or cls.runner_port,
             runner_idle_seconds=_float(env, "FLUJO_RUNNER_IDLE_SECONDS", cls.runner_idle_seconds),
+            runners_warm=_int(env, "FLUJO_RUNNERS_WARM", cls.runners_warm),
             status_linger_seconds=_float(
                 env, "FLUJO_STATUS_LINGER_SECONDS", cls.status_linger_seconds
             ),

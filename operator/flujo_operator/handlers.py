@@ -23,6 +23,7 @@ from flujo_operator.builders import LABEL_RUN
 from flujo_operator.config import Config
 from flujo_operator.kube import Budget, connect
 from flujo_operator.resources import ResourceController
+from flujo_operator.runner_pods import LABEL_POOL
 from flujo_operator.runs import RunController
 from flujo_operator.tenancy import FairKube, tenant
 from flujo_operator.validation_pool import ValidationPool
@@ -64,6 +65,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     await memo.validator.warm()  # ready before the probes say so: runs need not wait for it
     memo.runs = runs
     memo.kube = kube
+    for namespace in config.namespaces:  # elsewhere, a namespace's pool starts with its first run
+        runs.runners.pool.keep(namespace)
     memo.resources = ResourceController(kube, runs, audit=audit)
 
 
@@ -94,6 +97,13 @@ async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _serving(event)
     with memo.runs.metrics.reconcile("pod"):
         await memo.runs.on_pod(event["type"] or "", dict(event["object"]))
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_POOL: kopf.PRESENT})
+async def pool_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _serving(event)
+    with memo.runs.metrics.reconcile("pod"):
+        memo.runs.runners.pool.observe(event["type"] or "", dict(event["object"]))
 
 
 @kopf.on.event(API_GROUP, VERSION, "agents")

@@ -165,6 +165,28 @@ class Kube:
         data: dict[str, Any] = self.core.api_client.sanitize_for_serialization(pod)
         return data
 
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        found = await self._request(
+            "list", self.core.list_namespaced_pod, namespace, label_selector=selector
+        )
+        data: dict[str, Any] = self.core.api_client.sanitize_for_serialization(found)
+        return list(data.get("items") or [])
+
+    async def patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        """A JSON merge patch of a pod's metadata; False when the pod is gone or changed
+        (404, or 409 against the ``resourceVersion`` the patch names): never retried."""
+        result = await self._request(
+            "patch",
+            _call,
+            self.core.patch_namespaced_pod,
+            name,
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+            ok=(404, 409),
+        )
+        return result is not _MISSING
+
     async def pod_log(self, namespace: str, name: str) -> str:
         text: str = await self._request(
             "log", self.core.read_namespaced_pod_log, name, namespace, container="step"

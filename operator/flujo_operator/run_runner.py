@@ -45,17 +45,22 @@ from flujo.runtime.calls import budget_of
 from flujo.spec.agent import AgentSpec
 from pydantic import TypeAdapter, ValidationError
 
-from flujo_operator.builders import launch_document
+from flujo_operator.builders import LABEL_RUN, launch_document
 from flujo_operator.config import Config
 from flujo_operator.kube import Kube
 from flujo_operator.run_session import Session
 from flujo_operator.runner_pods import (
     LABEL_COMPONENT,
     LABEL_GENERATION,
+    LABEL_POOL,
+    POOL_CLAIMED,
     build_result_config_maps,
     build_runner_pod,
+    needs_credentials,
     runner_pod_name,
+    runner_token,
 )
+from flujo_operator.runner_pool import RunnerPool
 
 __all__ = ["INLINE_RESULT_BYTES", "JOURNAL_INLINE_BUDGET", "Runners", "is_runner_pod"]
 
@@ -110,6 +115,7 @@ class Runners:
         self.config = config
         self.deliver = deliver
         self.handles: dict[str, Handle] = {}
+        self.pool = RunnerPool(kube, config)
         self._http: aiohttp.ClientSession | None = None
 
     def serves(self, session: Session) -> bool:
@@ -140,18 +146,61 @@ class Runners:
     # --- the runner pod -----------------------------------------------------------------
 
     async def open(self, session: Session, status: Mapping[str, Any]) -> None:
-        """Adopt the run's runner (after a restart) or create it (at admission)."""
+        """Adopt the run's runner (after a restart), else claim a pool runner or create one."""
         recorded = status.get("runner") or {}
         generation = int(recorded.get("generation") or 0)
         handle = Handle(
-            name=runner_pod_name(session.ref.name, generation),
+            name=str(recorded.get("pod") or runner_pod_name(session.ref.name, generation)),
             generation=generation,
             token=secrets.token_urlsafe(24),
             agents=self._run_agents(session),
         )
         handle.durable.set()  # this generation is recorded (or is the first: no launch is lost)
         self.handles[session.ref.uid] = handle
+        if generation == 0 and await self._adopt_claimed(session, handle, recorded):
+            return
+        if not recorded and self.pool.size > 0 and not needs_credentials(handle.agents):
+            claimed = await self.pool.claim(session.ref)
+            if claimed is not None:
+                handle.name, handle.ip, handle.token = claimed.name, claimed.ip, claimed.token
+                handle.created = True
+                handle.ready.set()
+                return
         await self._create(session, handle)
+
+    async def _adopt_claimed(
+        self, session: Session, handle: Handle, recorded: Mapping[str, Any]
+    ) -> bool:
+        """A pool runner this run claimed before a restart: adopt it (True), never make a
+        second runner beside it.  Its name is in the status — or, when the operator died
+        before writing one, on the pod (its claim labels), looked up while a pool is kept."""
+        ref = session.ref
+        if recorded:
+            if handle.name == runner_pod_name(ref.name, 0):
+                return False  # the run's own runner: created (or adopted) by name
+            pod = await self.kube.get_pod(ref.namespace, handle.name)
+            if pod is None:  # gone while no operator watched: the next generation replaces it
+                handle.created = True
+                self._lost(session, handle, f"runner pod {handle.name} was deleted")
+                return True
+        elif self.pool.size > 0:
+            selector = f"{LABEL_RUN}={ref.name},{LABEL_POOL}={POOL_CLAIMED}"
+            pods = await self.kube.list_pods(ref.namespace, selector)
+            owned = (
+                p
+                for p in pods
+                if any(o.get("uid") == ref.uid for o in p["metadata"].get("ownerReferences") or [])
+            )
+            pod = next(owned, None)
+            if pod is None:
+                return False
+            handle.name = pod["metadata"]["name"]
+        else:
+            return False
+        handle.token = runner_token(pod)
+        handle.created = True
+        self.observe(session, "MODIFIED", pod)
+        return True
 
     @staticmethod
     def _run_agents(session: Session) -> list[AgentSpec | None]:
@@ -169,11 +218,7 @@ class Runners:
         if not await self.kube.create_pod(pod):  # it exists: adopt it, token and address
             found = await self.kube.get_pod(session.ref.namespace, handle.name)
             if found is not None:
-                env = found["spec"]["containers"][0].get("env") or []
-                handle.token = next(
-                    (e.get("value", "") for e in env if e.get("name") == "FLUJO_RUNNER_TOKEN"),
-                    handle.token,
-                )
+                handle.token = runner_token(found) or handle.token
                 self.observe(session, "MODIFIED", found)
 
     def observe(self, session: Session, kind: str, pod: Mapping[str, Any]) -> list[StepFailed]:
@@ -307,9 +352,9 @@ class Runners:
         status = pod.get("status") or {}
         if status.get("phase") != "Running" or not status.get("podIP"):
             return
-        env = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("env") or []
-        token = next((e.get("value", "") for e in env if e.get("name") == "FLUJO_RUNNER_TOKEN"), "")
-        handle = Handle(name=pod["metadata"]["name"], generation=-1, token=token, agents=[])
+        handle = Handle(
+            name=pod["metadata"]["name"], generation=-1, token=runner_token(pod), agents=[]
+        )
         handle.ip = status["podIP"]
         with contextlib.suppress(Exception):
             await self._post(handle, "/shutdown", {}, timeout=5)

@@ -11,6 +11,10 @@ It carries the credentials of the run's agents (and their tools) as
 ``secretKeyRef`` variables, marked optional: a missing Secret fails the steps
 of the agent that needs it, not the whole run.
 
+A namespace may keep a **warm pool** of idle runners (``FLUJO_RUNNERS_WARM``,
+:mod:`flujo_operator.runner_pool`): the same pod without a run, claimed by a
+run whose agents need no credentials as its generation 0.
+
 Results too big to travel inline in the run's journal are kept in ConfigMaps
 owned by the run, split into chunks under the 1 MiB object limit.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flujo.observability.tracing import run_traceparent
@@ -32,15 +36,27 @@ __all__ = [
     "COMPONENT_RUNNER",
     "LABEL_COMPONENT",
     "LABEL_GENERATION",
+    "LABEL_POOL",
+    "POOL_CLAIMED",
+    "POOL_IDLE",
     "RESULT_CHUNK_BYTES",
+    "build_claim_patch",
+    "build_pool_pod",
     "build_result_config_maps",
     "build_runner_pod",
     "join_result_chunks",
+    "needs_credentials",
+    "pool_pod_name",
     "runner_pod_name",
+    "runner_token",
 ]
 
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_GENERATION = "flujo.dev/runner-generation"
+LABEL_POOL = "flujo.dev/runner-pool"
+"""On warm-pool runners: ``idle`` until a run claims it, then ``claimed``."""
+POOL_IDLE = "idle"
+POOL_CLAIMED = "claimed"
 COMPONENT_RUNNER = "runner"
 RESULT_CHUNK_BYTES = 700_000
 """Bytes of result per ConfigMap (base64 makes them ~933 KB; objects are capped at 1 MiB)."""
@@ -60,7 +76,6 @@ def build_runner_pod(
     config: Config,
 ) -> dict[str, Any]:
     """The runner pod of one run: serves every launch of it on ``config.runner_port``."""
-    name = runner_pod_name(run.name, generation)
     labels = {
         LABEL_RUN: run.name,
         LABEL_GENERATION: str(generation),
@@ -70,6 +85,70 @@ def build_runner_pod(
     secrets = _secret_env(*agents)
     for item in secrets:
         item["valueFrom"]["secretKeyRef"]["optional"] = True
+    extra = [{"name": "TRACEPARENT", "value": run_traceparent(run.uid)}, *secrets]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": runner_pod_name(run.name, generation),
+            "namespace": run.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": _runner_spec(token, extra, config),
+    }
+
+
+def needs_credentials(agents: Iterable[AgentSpec | None]) -> bool:
+    """Whether a runner for these agents must carry Secrets (then no pooled runner will do)."""
+    return bool(_secret_env(*agents))
+
+
+def pool_pod_name(suffix: str) -> str:
+    return f"flujo-runner-pool-{suffix}"
+
+
+def build_pool_pod(namespace: str, suffix: str, token: str, config: Config) -> dict[str, Any]:
+    """An idle runner of the namespace's warm pool: a run's runner pod less the run.
+
+    It carries no credentials and no run's trace context (both exist only once a
+    run does), and no owner: it belongs to the namespace until a run claims it
+    (:func:`build_claim_patch`), and exits, to be replaced, after the runner's
+    idle time.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pool_pod_name(suffix),
+            "namespace": namespace,
+            "labels": {
+                LABEL_POOL: POOL_IDLE,
+                "app.kubernetes.io/managed-by": "flujo-operator",
+                LABEL_COMPONENT: COMPONENT_RUNNER,
+            },
+        },
+        "spec": _runner_spec(token, [], config),
+    }
+
+
+def build_claim_patch(run: RunRef, resource_version: str) -> dict[str, Any]:
+    """The merge patch by which a run takes an idle pool runner as its generation 0.
+
+    The pod then looks like the run's own runner to everything else (its labels and
+    owner: deleted with the run); ``resourceVersion`` makes the claim fail with 409
+    if the pod changed since it was seen idle, so no pod is claimed twice.
+    """
+    return {
+        "metadata": {
+            "resourceVersion": resource_version,
+            "labels": {LABEL_RUN: run.name, LABEL_GENERATION: "0", LABEL_POOL: POOL_CLAIMED},
+            "ownerReferences": [owner_reference(run)],
+        }
+    }
+
+
+def _runner_spec(token: str, extra_env: list[dict[str, Any]], config: Config) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "runner",
         "image": config.step_image,
@@ -85,9 +164,8 @@ def build_runner_pod(
             {"name": "FLUJO_RUNNER_TOKEN", "value": token},
             {"name": "FLUJO_RUNNER_IDLE_SECONDS", "value": str(config.runner_idle_seconds)},
             {"name": "HOME", "value": "/tmp"},
-            {"name": "TRACEPARENT", "value": run_traceparent(run.uid)},
             *({"name": k, "value": v} for k, v in config.otel.items()),
-            *secrets,
+            *extra_env,
         ],
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "resources": {
@@ -121,17 +199,13 @@ def build_runner_pod(
         spec["nodeSelector"] = dict(config.node_selector)
     if config.tolerations:
         spec["tolerations"] = list(config.tolerations)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": run.namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(run)],
-        },
-        "spec": spec,
-    }
+    return spec
+
+
+def runner_token(pod: Mapping[str, Any]) -> str:
+    """The bearer token a runner pod was started with (its spec: the operator wrote it)."""
+    env = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("env") or []
+    return next((e.get("value", "") for e in env if e.get("name") == "FLUJO_RUNNER_TOKEN"), "")
 
 
 def build_result_config_maps(
