@@ -128,3 +128,18 @@ def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> 
 
 def get_json(kubectl: Any, *args: str) -> Any:
     return json.loads(kubectl("get", *args, "-o", "json").stdout)
+
+
+def wait_phase(kubectl: Any, name: str, phase: str, op: OperatorProcess) -> dict[str, Any]:
+    """Wait (``kubectl wait``, its own timeout) for a run's phase; its status, or fail with
+    the operator's log."""
+    done = kubectl(
+        "wait",
+        f"--for=jsonpath={{.status.phase}}={phase}",
+        f"pipelinerun/{name}",
+        "--timeout=120s",
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + op.log()[-3000:]
+    status: dict[str, Any] = get_json(kubectl, "pipelinerun", name)["status"]
+    return status

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.operatorkit import ROOT, get_json, running_operator, wait_for
+from tests.operatorkit import ROOT, get_json, running_operator, wait_for, wait_phase
 from tests.servers import OpenAIServer, RecordedRequest, Reply, completion
 
 
@@ -67,19 +67,6 @@ def idle_runners(kubectl: Any) -> list[str]:
     )
 
 
-def succeeded(kubectl: Any, name: str, op: Any) -> dict[str, Any]:
-    done = kubectl(
-        "wait",
-        "--for=jsonpath={.status.phase}=Succeeded",
-        f"pipelinerun/{name}",
-        "--timeout=120s",
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr + op.log()[-4000:]
-    status: dict[str, Any] = get_json(kubectl, "pipelinerun", name)["status"]
-    return status
-
-
 def run_pod_names(kubectl: Any, name: str) -> list[str]:
     pods = get_json(kubectl, "pods", "-l", f"flujo.dev/run={name}")["items"]
     return sorted(p["metadata"]["name"] for p in pods)
@@ -110,7 +97,7 @@ def test_a_run_needing_no_secrets_takes_a_warm_runner_and_the_pool_refills(
         assert not [e for e in env if "secretKeyRef" in (e.get("valueFrom") or {})]
 
         cluster.apply(run("warm", "open-llm"))
-        status = succeeded(cluster, "warm", op)
+        status = wait_phase(cluster, "warm", "Succeeded", op)
         assert status["output"] == {"value": "AN ANSWER"}
         assert status["runner"] == {"pod": first[0], "generation": 0}
         assert run_pod_names(cluster, "warm") == [first[0]]  # no runner created for the run
@@ -125,7 +112,7 @@ def test_a_run_needing_no_secrets_takes_a_warm_runner_and_the_pool_refills(
 
         # An agent with a Secret: a runner of the run's own carries it; the pool is left alone.
         cluster.apply(run("keyed", "keyed-llm"))
-        status = succeeded(cluster, "keyed", op)
+        status = wait_phase(cluster, "keyed", "Succeeded", op)
         assert status["runner"] == {"pod": "keyed-runner-0", "generation": 0}
         own = get_json(cluster, "pod", "keyed-runner-0")["spec"]["containers"][0]["env"]
         refs = [
@@ -166,7 +153,7 @@ def test_an_operator_killed_after_a_claim_adopts_the_claimed_runner(
         # The restarted operator re-sends the launch to the claimed runner, which joins the
         # call it is still making (or answers from memory once it is made).
         gate.set()
-        status = succeeded(cluster, "crash", op)
+        status = wait_phase(cluster, "crash", "Succeeded", op)
         assert status["output"] == {"value": "ONCE"}
         assert status["runner"] == {"pod": pool[0], "generation": 0}
         assert run_pod_names(cluster, "crash") == [pool[0]]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.operatorkit import ROOT, get_json, running_operator
+from tests.operatorkit import ROOT, running_operator, wait_phase
 from tests.servers import CHAT_PATH, HOOK_PATH, OpenAIServer, Reply, completion, tool_call
 from tests.servers.mcp_server import McpTestServer
 from tests.test_tool_loop import Model
@@ -76,19 +76,6 @@ spec:
     steps:
       - {{name: ask, agent: assistant}}
 """
-
-
-def wait_phase(cluster: Any, name: str, phase: str, op: Any) -> dict[str, Any]:
-    done = cluster(
-        "wait",
-        f"--for=jsonpath={{.status.phase}}={phase}",
-        f"pipelinerun/{name}",
-        "--timeout=120s",
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr + op.log()[-3000:]
-    status: dict[str, Any] = get_json(cluster, "pipelinerun", name)["status"]
-    return status
 
 
 def test_a_model_step_calls_an_http_and_an_mcp_tool_in_its_step_pod(
